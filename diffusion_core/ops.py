@@ -1,0 +1,65 @@
+"""The tensor protocol: the few operations the core needs from a framework beyond arithmetic.
+
+Samplers multiply backend tensors by Python floats and add them together; every framework's
+operators already do that. What they cannot spell with operators is listed in `Ops`. A backend
+implements these methods (each is one line in PyTorch or MindSpore); `NumpyOps` is the reference
+and is what the ONNX Runtime backend uses.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+Tensor = Any  # a backend's array type: np.ndarray, torch.Tensor, mindspore.Tensor, ...
+
+
+class Ops(Protocol):
+    name: str
+
+    def asarray(self, a: np.ndarray) -> Tensor:
+        """float32 NumPy array -> backend tensor on the backend's device (noise, coefficients)."""
+
+    def to_numpy(self, x: Tensor) -> np.ndarray:
+        """Backend tensor -> float32 NumPy array (final images, previews)."""
+
+    def clip(self, x: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
+        """Element-wise clamp; lo/hi may be floats or tensors that broadcast against x."""
+
+    def zeros_like(self, x: Tensor) -> Tensor:
+        ...
+
+    def abs_quantile(self, x: Tensor, q: float) -> Tensor:
+        """Per-sample q-quantile of |x| over all but the first axis, shaped (B, 1, ..., 1)."""
+
+    def mean_per_sample(self, x: Tensor) -> Tensor:
+        """Mean over all but the first axis, shaped (B,) (per-sample losses)."""
+
+
+class NumpyOps:
+    """Reference implementation; float32 throughout, like the other backends."""
+
+    name = "numpy"
+
+    def asarray(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.float32)
+
+    def to_numpy(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def clip(self, x, lo, hi):
+        return np.clip(x, lo, hi).astype(x.dtype, copy=False)
+
+    def zeros_like(self, x):
+        return np.zeros_like(x)
+
+    def abs_quantile(self, x, q):
+        flat = np.abs(x.reshape(x.shape[0], -1))
+        s = np.quantile(flat, q, axis=1).astype(x.dtype)
+        return s.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def mean_per_sample(self, x):
+        return x.reshape(x.shape[0], -1).mean(axis=1)
+
+
+NUMPY = NumpyOps()
