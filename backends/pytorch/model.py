@@ -1,0 +1,73 @@
+"""The PyTorch side of the model contract: model(x, t, x_self_cond=None) -> raw output.
+
+Also the canonical-weights bridge: float32 NumPy arrays under the module's parameter names, checked
+strictly, so that checkpoints move between backends through diffusion_core/checkpoint.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffusion_core.config import UnetConfig
+
+from .ops import TorchOps
+from .unet import Unet
+
+
+def build_unet(cfg: UnetConfig) -> Unet:
+    """A freshly initialised Unet for cfg (PyTorch's default initialisation)."""
+    return Unet(cfg)
+
+
+def state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
+    """Canonical weights: parameter name -> float32 array (a copy), in state_dict order."""
+    return {name: p.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
+            for name, p in module.named_parameters()}
+
+
+def load_state_from_numpy(module: nn.Module, state: dict[str, np.ndarray]) -> None:
+    """Copy canonical float32 weights into module; every name must match in name and shape.
+
+    Raises ValueError listing the missing, unexpected and misshaped names; nothing is copied then.
+    """
+    params = dict(module.named_parameters())
+    missing = [n for n in params if n not in state]
+    unexpected = [n for n in state if n not in params]
+    misshaped = [f"{n}: checkpoint {tuple(np.shape(state[n]))}, model {tuple(p.shape)}"
+                 for n, p in params.items()
+                 if n in state and tuple(np.shape(state[n])) != tuple(p.shape)]
+    if missing or unexpected or misshaped:
+        problems = [f"{label} ({len(names)}): {', '.join(names)}"
+                    for label, names in (("missing", missing), ("unexpected", unexpected),
+                                         ("misshaped", misshaped)) if names]
+        raise ValueError("weights do not fit this model; " + "; ".join(problems)
+                         + ". Check that the checkpoint's config.json matches the model's config")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(torch.as_tensor(np.asarray(state[name], dtype=np.float32)))
+
+
+class TorchDenoiserModel:
+    """A Unet behind the model contract: `model(x, t, x_self_cond=None)` -> raw output (B, C, H, W).
+
+    x is a float32 tensor on `device` (from `self.ops.asarray`), t a Python float timestep in
+    [0, T-1], possibly fractional (Euler / Heun interpolate), the same for the whole batch.
+    Stateless between calls, so one instance can serve concurrent requests.
+    """
+
+    def __init__(self, unet: Unet, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.unet = unet.to(self.device).eval()  # eval: dropout off
+        self.config: UnetConfig = unet.config
+        self.self_condition = self.config.self_condition
+        self.ops = TorchOps(self.device)
+
+    def __call__(self, x: torch.Tensor, t: float, x_self_cond: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        # Denormal floats make CPU kernels 5-20x slower late in sampling. The flag lives in the
+        # calling thread's FPU state (and Gradio calls from worker threads), so set it every call.
+        torch.set_flush_denormal(True)
+        with torch.inference_mode():
+            time = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+            return self.unet(x, time, x_self_cond)

@@ -1,0 +1,183 @@
+"""Framework-neutral description of the Unet: its canonical parameter names, shapes and cost.
+
+This is the single source of truth for checkpoints: `parameter_shapes(cfg)` lists every float32
+weight under the PyTorch module's state_dict name, in state_dict order, derived from the config by
+the architectural rules below (never by building a network). The PyTorch Unet is tested to equal it;
+the MindSpore port and checkpoint validation read it.
+
+Architecture (Ho et al. 2020, in the shape of lucidrains' denoising-diffusion-pytorch). L levels;
+level i has width w_i = dim * dim_mults[i] and resolution S / 2^i (S = image_size).
+
+    time_mlp     sinusoidal(t) [2*ceil(dim/2) wide] -> linear1 -> SiLU -> linear2 (time_dim = 4*dim)
+    init_conv    conv3x3, in_channels -> dim; with self_condition the input is
+                 concat([x, x_self_cond]) and in_channels = 2 * channels
+    downs.i      block1 (w_{i-1} -> w_i, with w_{-1} = dim), block2 (w_i -> w_i), attn,
+                 downsample = conv3x3 stride 2 (w_i -> w_i), all levels but the last
+    mid_block1, mid_attn (always full attention), mid_block2, at width w_{L-1}
+    ups.i        block1 (w_up + w_i -> w_i), block2 (2 w_i -> w_i), attn,
+                 upsample = nearest x2 then conv3x3 (w_i -> w_i), all levels but level 0.
+                 ups is indexed by level like downs (ups.0 is the finest) and runs from ups.{L-1}
+                 to ups.0; w_up = w_{i+1} (from ups.{i+1}.upsample), or w_{L-1} (from the middle).
+                 Each block sees concat([h, skip]); the skips are the outputs of block1 and of
+                 block2 + attn of the down path, popped last-in first-out.
+    final_block  ResnetBlock (w_0 + dim -> dim) on concat([h, init_conv output])
+    final_conv   conv1x1, dim -> channels
+
+ResnetBlock (c_in -> c_out):
+    h = norm1(x) * (scale + 1) + shift, (scale, shift) = chunk(time_proj(SiLU(time_emb)), 2)
+    h = conv2(dropout(SiLU(norm2(conv1(SiLU(h))))))     conv1, conv2: 3x3; norms: GroupNorm
+    out = h + x, through a 1x1 conv `skip` when c_in != c_out
+Attention at level i: full softmax attention if full_attn[i], else linear attention (Shen et al.)
+    if linear_attn, else none. Either is x + to_out(attend(to_qkv(norm(x)))): to_qkv is a bias-free
+    1x1 conv to 3 * heads * dim_head channels laid out as (q|k|v, head, dim_head), to_out is a 1x1
+    conv from heads * dim_head channels laid out as (head, dim_head). Per head, with pixels as
+    columns (d x n matrices): full: V softmax_keys(Q^T K / sqrt(dim_head))^T; linear:
+    (softmax_pixels(K) V^T)^T softmax_features(Q).
+Sinusoidal embedding: concat([sin(t f), cos(t f)]), f_k = exp(-ln(10000) k / half), k < half,
+    half = ceil(dim / 2); t is the float timestep, computed in float32.
+"""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+from .config import ConfigError, UnetConfig
+
+
+class Layer(NamedTuple):
+    """One parametrised or matmul step of the forward pass, enough to derive shapes and FLOPs."""
+
+    name: str          # canonical module name, e.g. "downs.0.block1.conv1"
+    kind: str          # conv | linear | norm | attn_full | attn_linear (the last two: matmuls only)
+    c_in: int
+    c_out: int
+    kernel: int = 1    # conv kernel size
+    out_size: int = 1  # conv output height = width; attention: sequence length is out_size**2
+    bias: bool = True
+
+
+def time_dim(cfg: UnetConfig) -> int:
+    return 4 * cfg.dim
+
+
+def sinusoidal_dim(cfg: UnetConfig) -> int:
+    """Width of the sinusoidal embedding: ceil(dim/2) frequencies, each as a sin and a cos."""
+    return 2 * ((cfg.dim + 1) // 2)
+
+
+def check_config(cfg: UnetConfig) -> None:
+    """Refuse configs that UnetConfig accepts but this architecture cannot build."""
+    if cfg.dim % cfg.resnet_block_groups != 0:
+        raise ConfigError(
+            f"resnet_block_groups={cfg.resnet_block_groups} must divide dim={cfg.dim}: the init "
+            f"conv and the final ResnetBlock run at width dim. Use groups that divide {cfg.dim}, "
+            f"or a dim that is a multiple of {cfg.resnet_block_groups}")
+
+
+def _resnet(name: str, c_in: int, c_out: int, size: int, t_dim: int) -> Iterator[Layer]:
+    yield Layer(f"{name}.norm1", "norm", c_in, c_in)
+    yield Layer(f"{name}.time_proj", "linear", t_dim, 2 * c_in)   # scale and shift for norm1
+    yield Layer(f"{name}.conv1", "conv", c_in, c_out, 3, size)
+    yield Layer(f"{name}.norm2", "norm", c_out, c_out)
+    yield Layer(f"{name}.conv2", "conv", c_out, c_out, 3, size)
+    if c_in != c_out:
+        yield Layer(f"{name}.skip", "conv", c_in, c_out, 1, size)
+
+
+def _attention(name: str, kind: str, width: int, size: int, cfg: UnetConfig) -> Iterator[Layer]:
+    hidden = cfg.attn_heads * cfg.attn_dim_head
+    yield Layer(f"{name}.norm", "norm", width, width)
+    yield Layer(f"{name}.to_qkv", "conv", width, 3 * hidden, 1, size, bias=False)
+    yield Layer(name, kind, hidden, hidden, 1, size)  # the matmuls; no parameters
+    yield Layer(f"{name}.to_out", "conv", hidden, width, 1, size)
+
+
+def _level_attention(cfg: UnetConfig, level: int) -> str | None:
+    if cfg.full_attn[level]:
+        return "attn_full"
+    return "attn_linear" if cfg.linear_attn else None
+
+
+def layers(cfg: UnetConfig) -> list[Layer]:
+    """Every conv, linear, norm and attention of the Unet in module registration order."""
+    check_config(cfg)
+    widths, n_levels, t_dim = cfg.level_widths, len(cfg.dim_mults), time_dim(cfg)
+    sizes = [cfg.image_size // 2 ** i for i in range(n_levels)]
+    in_channels = cfg.channels * (2 if cfg.self_condition else 1)
+    out: list[Layer] = [
+        Layer("time_mlp.linear1", "linear", sinusoidal_dim(cfg), t_dim),
+        Layer("time_mlp.linear2", "linear", t_dim, t_dim),
+        Layer("init_conv", "conv", in_channels, cfg.dim, 3, cfg.image_size),
+    ]
+    c_prev = cfg.dim
+    for i, (w, s) in enumerate(zip(widths, sizes)):
+        out += _resnet(f"downs.{i}.block1", c_prev, w, s, t_dim)
+        out += _resnet(f"downs.{i}.block2", w, w, s, t_dim)
+        if (kind := _level_attention(cfg, i)) is not None:
+            out += _attention(f"downs.{i}.attn", kind, w, s, cfg)
+        if i < n_levels - 1:
+            out.append(Layer(f"downs.{i}.downsample", "conv", w, w, 3, s // 2))
+        c_prev = w
+    w, s = widths[-1], sizes[-1]
+    out += _resnet("mid_block1", w, w, s, t_dim)
+    out += _attention("mid_attn", "attn_full", w, s, cfg)
+    out += _resnet("mid_block2", w, w, s, t_dim)
+    for i, (w, s) in enumerate(zip(widths, sizes)):
+        w_up = widths[min(i + 1, n_levels - 1)]
+        out += _resnet(f"ups.{i}.block1", w_up + w, w, s, t_dim)
+        out += _resnet(f"ups.{i}.block2", 2 * w, w, s, t_dim)
+        if (kind := _level_attention(cfg, i)) is not None:
+            out += _attention(f"ups.{i}.attn", kind, w, s, cfg)
+        if i > 0:
+            out.append(Layer(f"ups.{i}.upsample", "conv", w, w, 3, 2 * s))
+    out += _resnet("final_block", widths[0] + cfg.dim, cfg.dim, cfg.image_size, t_dim)
+    out.append(Layer("final_conv", "conv", cfg.dim, cfg.channels, 1, cfg.image_size))
+    return out
+
+
+def parameter_shapes(cfg: UnetConfig) -> dict[str, tuple[int, ...]]:
+    """Canonical name -> shape of every float32 parameter, in the PyTorch state_dict order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in layers(cfg):
+        if layer.kind == "conv":
+            shapes[f"{layer.name}.weight"] = (layer.c_out, layer.c_in, layer.kernel, layer.kernel)
+        elif layer.kind == "linear":
+            shapes[f"{layer.name}.weight"] = (layer.c_out, layer.c_in)
+        elif layer.kind == "norm":  # GroupNorm affine: weight = gamma, bias = beta
+            shapes[f"{layer.name}.weight"] = (layer.c_out,)
+        else:
+            continue
+        if layer.bias:
+            shapes[f"{layer.name}.bias"] = (layer.c_out,)
+    return shapes
+
+
+def count_parameters(cfg: UnetConfig) -> int:
+    total = 0
+    for shape in parameter_shapes(cfg).values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+def forward_flops(cfg: UnetConfig, batch: int) -> int:
+    """Approximate FLOPs of one forward pass on `batch` images, 2 FLOPs per multiply-add.
+
+    Counted: every convolution (2 * c_in * c_out * k^2 per output pixel), every linear layer
+    (2 * in * out per sample) and the attention matmuls per head (full: Q^T K and V A^T, 2 * n^2 * d
+    each; linear: K V^T and C^T Q, 2 * n * d^2 each; n = pixels, d = dim_head). Not counted:
+    biases, GroupNorm, activations, softmax, residual adds, concatenation, upsampling, the
+    sinusoidal embedding. This is what torch.utils.flop_counter.FlopCounterMode reports.
+    """
+    per_sample = 0
+    for layer in layers(cfg):
+        if layer.kind == "conv":
+            per_sample += 2 * layer.c_in * layer.c_out * layer.kernel ** 2 * layer.out_size ** 2
+        elif layer.kind == "linear":
+            per_sample += 2 * layer.c_in * layer.c_out
+        elif layer.kind in ("attn_full", "attn_linear"):
+            n, d, heads = layer.out_size ** 2, cfg.attn_dim_head, cfg.attn_heads
+            per_head = 2 * 2 * n * n * d if layer.kind == "attn_full" else 2 * 2 * n * d * d
+            per_sample += heads * per_head
+    return batch * per_sample
