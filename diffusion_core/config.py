@@ -51,7 +51,7 @@ class UnetConfig:
         _require(len(self.full_attn) == len(self.dim_mults),
                  f"full_attn needs one entry per level ({len(self.dim_mults)} levels from dim_mults "
                  f"{list(self.dim_mults)}), got {len(self.full_attn)}")
-        for m in self.dim_mults:
+        for m in (1,) + tuple(self.dim_mults):  # the init conv and final block run at width dim
             _require((self.dim * m) % self.resnet_block_groups == 0,
                      f"resnet_block_groups={self.resnet_block_groups} must divide every level's width "
                      f"(dim * dim_mult = {self.dim * m}); pick groups that divide {self.dim}")

@@ -1,0 +1,101 @@
+"""Sampler registry, keyed by the name a user picks, and the one `sample()` entry point."""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..ops import NUMPY, Ops
+from ..prediction import Denoiser, X0Processing
+from ..schedules import NoiseSchedule
+from ..timesteps import spaced_timesteps
+from .base import (COMMON_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
+                   SamplerSpec, StepInfo)
+from .ddim import sample_ddim
+from .ddpm import sample_ddpm
+from .dpm_solver import sample_dpmpp_2m
+from .euler import sample_euler, sample_euler_ancestral
+from .heun import sample_heun
+
+_SIGMA = COMMON_OPTIONS | {"karras_sigmas"}
+
+SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
+    SamplerSpec("ddpm", sample_ddpm, "DDPM, ancestral (Ho et al. 2020)", COMMON_OPTIONS | {"variance"}),
+    SamplerSpec("ddim", sample_ddim, "DDIM (Song et al. 2021)", COMMON_OPTIONS | {"eta"}),
+    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, "DPM-Solver++(2M) (Lu et al. 2022)", _SIGMA),
+    SamplerSpec("euler", sample_euler, "Euler (Karras et al. 2022)", _SIGMA, fractional_timesteps=True),
+    SamplerSpec("euler_ancestral", sample_euler_ancestral, "Euler ancestral (k-diffusion)", _SIGMA,
+                fractional_timesteps=True),
+    SamplerSpec("heun", sample_heun, "Heun, 2nd order (Karras et al. 2022)", _SIGMA,
+                fractional_timesteps=True, evals_per_step=lambda steps: 2 * steps - 1),
+)}
+
+
+def list_samplers() -> list[str]:
+    """Names accepted by `sample(sampler=...)`, in a stable order."""
+    return list(SAMPLERS)
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def make_options(sampler: str, options: Optional[SamplerOptions] = None, **overrides: Any) -> SamplerOptions:
+    """Validated options for `sampler`: unknown names and options the sampler ignores are errors."""
+    spec = get_sampler(sampler)
+    known = {f.name for f in fields(SamplerOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown sampler option(s) {unknown}; known options: {sorted(known)}")
+    base = options or SamplerOptions()
+    opts = SamplerOptions(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **overrides})
+    unused = sorted(opts.changed() - spec.options)
+    if unused:
+        raise ValueError(f"option(s) {unused} do not apply to sampler {sampler!r}; it reads "
+                         f"{sorted(spec.options)}")
+    return opts
+
+
+def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str = "ddim", steps: int = 50,
+           shape: Optional[tuple[int, ...]] = None, seed: Optional[int] = None,
+           x_T: Optional[np.ndarray] = None, ops: Ops = NUMPY, prediction_type: str = "eps",
+           self_condition: bool = False, options: Optional[SamplerOptions] = None,
+           callback: Optional[Callback] = None, **option_overrides: Any) -> np.ndarray:
+    """Draw images with a trained model; returns a float32 NumPy array shaped like x_T (~[-1, 1]).
+
+    model:   `model(x, t, x_self_cond=None) -> raw output` on the backend `ops` belongs to; t is a
+             Python float timestep in [0, T-1] shared by the whole batch.
+    seed:    seeds the NumPy generator that draws x_T (unless given) and every later noise.
+    x_T:     explicit starting noise, unit Gaussian, shape (B, C, H, W).
+    options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
+    callback: called with a `StepInfo` after every step (progress bars, x0 previews).
+    """
+    spec = get_sampler(sampler)
+    opts = make_options(sampler, options, **option_overrides)
+    if schedule.zero_terminal_snr and prediction_type == "eps":
+        raise ValueError("this schedule has zero terminal SNR, where an eps-prediction model cannot "
+                         "recover x0 (Lin et al. 2023, Sec. 3.2); use a v- or x0-prediction model")
+    timesteps = spaced_timesteps(opts.spacing, schedule.num_train_timesteps, steps,
+                                 steps_offset=opts.steps_offset, fractional=spec.fractional_timesteps)
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    if x_T is None:
+        if shape is None or len(shape) < 2 or any(int(d) <= 0 for d in shape):
+            raise ValueError(f"give shape=(batch, channels, height, width) or x_T; got shape={shape!r}")
+        x_T = rng.standard_normal(tuple(int(d) for d in shape), dtype=np.float32)
+    elif shape is not None and tuple(shape) != tuple(np.shape(x_T)):
+        raise ValueError(f"shape {tuple(shape)} disagrees with x_T's shape {np.shape(x_T)}")
+    denoise = Denoiser(model, prediction_type, ops,
+                       X0Processing(opts.clip_x0, opts.threshold_ratio, opts.threshold_max),
+                       self_condition=self_condition)
+    ctx = SamplerContext(denoise=denoise, schedule=schedule, timesteps=timesteps,
+                         noise=NoiseSource(rng, ops), options=opts, callback=callback)
+    return ops.to_numpy(spec.fn(ctx, ops.asarray(np.asarray(x_T, dtype=np.float32))))
+
+
+__all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
+           "make_options", "sample"]
