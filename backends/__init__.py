@@ -1,0 +1,154 @@
+"""Backend registry: a name a user picks -> a lazily imported backend that says if it can run here.
+
+Nothing heavy is imported until a backend is used: listing backends and asking why one is
+unavailable only looks for the packages it needs. Other packages add backends through the Python
+entry-point group `diffusion_toolkit.backends`; each entry point names a zero-argument callable
+(usually the class) that returns a `Backend`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from diffusion_core.config import ModelConfig
+from diffusion_core.ops import Ops
+
+ENTRY_POINT_GROUP = "diffusion_toolkit.backends"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run here; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to sample: the core's model contract, its tensor ops and its config."""
+
+    model: Callable[..., Any]      # model(x, t, x_self_cond=None) -> raw output
+    ops: Ops
+    config: ModelConfig
+    backend: str
+    device: str = "cpu"
+
+    def sample(self, batch_size: int = 1, **kwargs: Any) -> np.ndarray:
+        """`diffusion_core.sample` with this model's schedule, prediction type and ops filled in."""
+        from diffusion_core.samplers import sample
+        cfg = self.config
+        if kwargs.get("x_T") is None:
+            kwargs.setdefault("shape", (batch_size, cfg.unet.channels, cfg.unet.image_size,
+                                        cfg.unet.image_size))
+        return sample(self.model, cfg.diffusion.make_schedule(), ops=self.ops,
+                      prediction_type=cfg.diffusion.prediction_type,
+                      self_condition=cfg.unet.self_condition, **kwargs)
+
+
+class Backend:
+    """Base class: a name, the modules it needs, and `load(checkpoint) -> LoadedModel`."""
+
+    name: str = ""
+    title: str = ""                     # shown in dropdowns
+    requires: tuple[str, ...] = ()      # importable module names
+
+    def missing_packages(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def unavailable_reason(self, checkpoint=None) -> Optional[str]:
+        """None when this backend can run here (with this checkpoint, if given), else why not."""
+        missing = self.missing_packages()
+        if missing:
+            return (f"{self.title or self.name} needs {', '.join(missing)}, which is not installed "
+                    f"here; install it with `pip install -r requirements.txt`")
+        return None
+
+    def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    target: str                 # "module:attribute", imported only when the backend is used
+    title: str
+    requires: tuple[str, ...]   # checked before importing, so a missing framework is a reason
+
+
+BUILTIN_BACKENDS: dict[str, _Builtin] = {
+    "pytorch": _Builtin("backends.pytorch.backend:PyTorchBackend", "PyTorch", ("torch",)),
+    "mindspore": _Builtin("backends.mindspore.backend:MindSporeBackend", "MindSpore", ("mindspore",)),
+    "onnxruntime": _Builtin("backends.onnx.backend:OnnxRuntimeBackend", "ONNX Runtime",
+                            ("onnxruntime",)),
+}
+
+
+def _entry_point_backends() -> dict[str, Any]:
+    found = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep
+    return found
+
+
+def backend_names() -> list[str]:
+    """Built-in backends first, then those added by other packages."""
+    names = list(BUILTIN_BACKENDS)
+    names += [n for n in _entry_point_backends() if n not in BUILTIN_BACKENDS]
+    return names
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name` (importing its module now); ValueError lists the valid names."""
+    if name in BUILTIN_BACKENDS:
+        builtin = BUILTIN_BACKENDS[name]
+        missing = [m for m in builtin.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailable(f"{builtin.title} needs {', '.join(missing)}, which is not "
+                                     f"installed here; install it with `pip install -r requirements.txt`")
+        module_name, attr = builtin.target.split(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise BackendUnavailable(f"the {builtin.title} backend cannot be loaded here ({e}); "
+                                     f"reinstall with `pip install -r requirements.txt`") from None
+        return factory()
+    plugins = _entry_point_backends()
+    if name in plugins:
+        return plugins[name].load()()
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    title: str
+    available: bool
+    reason: str = ""        # why not, when not available
+
+
+def backend_status(name: str, checkpoint=None) -> BackendStatus:
+    """Whether `name` can run here, without raising: for dropdowns and `--help` texts."""
+    try:
+        backend = get_backend(name)
+    except (BackendUnavailable, ValueError) as e:
+        title = BUILTIN_BACKENDS[name].title if name in BUILTIN_BACKENDS else name
+        return BackendStatus(name, title, False, str(e))
+    reason = backend.unavailable_reason(checkpoint)
+    return BackendStatus(name, backend.title or name, reason is None, reason or "")
+
+
+def list_backends(checkpoint=None) -> list[BackendStatus]:
+    return [backend_status(n, checkpoint) for n in backend_names()]
+
+
+def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedModel:
+    """Load `checkpoint` (a folder or a diffusion_core.checkpoint.Checkpoint) on backend `name`."""
+    from diffusion_core.checkpoint import Checkpoint, load_checkpoint
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = load_checkpoint(checkpoint)
+    backend = get_backend(name)
+    reason = backend.unavailable_reason(checkpoint)
+    if reason:
+        raise BackendUnavailable(reason)
+    return backend.load(checkpoint, device=device)
