@@ -1,0 +1,172 @@
+"""One training configuration and one command line for every framework's trainer.
+
+`python -m backends.pytorch.train ...` and `python -m backends.mindspore.train ...` take the same
+flags because both build them here; the result is a frozen `TrainConfig` saved with every run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .config import ConfigError, DiffusionConfig, ModelConfig, UnetConfig, parse_dataclass
+from .training import LOSS_WEIGHTINGS, LossConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a run does; the model's own shape lives in `model` (config.json of the export)."""
+
+    data: str = "digits"               # fashion-mnist | digits | a folder of images
+    out: str = "runs/default"          # run folder: checkpoints, sample grids, exported model
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    steps: int = 10_000                # optimizer steps
+    batch_size: int = 64               # per process, per micro-batch
+    grad_accum: int = 1                # micro-batches per optimizer step
+    lr: float = 2e-4                   # AdamW
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 0              # linear learning-rate warm-up
+    grad_clip: float = 1.0             # max global grad norm (0: off)
+    ema_decay: float = 0.999           # EMA of the weights (Polyak averaging)
+    ema_warmup: int = 100              # decay ramps as min(decay, (1 + n) / (10 + n)) before that
+    bf16: bool = False                 # bf16 autocast (CPU with AMX, or GPU)
+    seed: int = 0
+    sample_every: int = 1000           # write a sample grid (EMA weights) every N steps (0: never)
+    sample_steps: int = 50             # sampler steps for those grids
+    sample_sampler: str = "ddim"
+    checkpoint_every: int = 1000       # atomic training checkpoint every N steps (and at the end)
+    log_every: int = 50
+    device: str = "auto"               # auto | cpu | cuda | cuda:N (PyTorch); cpu | gpu (MindSpore)
+    num_threads: int = 0               # CPU threads for the framework (0: its default)
+    image_size: Optional[int] = None   # resize a folder's images to this size (None: keep)
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "sample_steps": self.sample_steps, "log_every": self.log_every}
+        bad = [f"{k}={v}" for k, v in positive.items() if not (isinstance(v, int) and v > 0)]
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: these must be positive integers")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip < 0 or self.sample_every < 0 or self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise ConfigError("grad_clip, sample_every, checkpoint_every and warmup_steps must be >= 0")
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["model"] = self.model.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True, default=list) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        data = json.loads(text)
+        model = ModelConfig.from_dict(data.pop("model"))
+        loss = parse_dataclass(LossConfig, data.pop("loss"), "loss")
+        return parse_dataclass(cls, data, "train config").replace(model=model, loss=loss)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,2, got {text!r}")
+
+
+def _bools(text: str) -> tuple[bool, ...]:
+    values = {"1": True, "0": False, "true": True, "false": False}
+    try:
+        return tuple(values[v.strip().lower()] for v in text.split(","))
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated 0/1 like 0,0,1, got {text!r}")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The shared command line; every default comes from the dataclasses above."""
+    d, u, f, loss = TrainConfig(), UnetConfig(), DiffusionConfig(), LossConfig()
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data and run")
+    g.add_argument("--data", default=d.data, help="'fashion-mnist' (Debian package dataset-fashion-mnist), "
+                   "'digits' (scikit-learn's 8x8 digits, upscaled), or a folder of images")
+    g.add_argument("--image-size", type=int, default=None, help="resize folder images to this size")
+    g.add_argument("--out", default=d.out, help="run folder: training checkpoint, sample grids, and "
+                   "the exported model in <out>/model (config.json + model.safetensors)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where "
+                   "its last checkpoint left off (same flags required)")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=d.device)
+    g.add_argument("--num-threads", type=int, default=d.num_threads)
+    g = p.add_argument_group("model")
+    g.add_argument("--dim", type=int, default=u.dim, help="channel width of the first Unet level")
+    g.add_argument("--dim-mults", type=_ints, default=u.dim_mults, help="width multiplier per level")
+    g.add_argument("--full-attn", type=_bools, default=None,
+                   help="full attention per level as 0/1 (default: only the last level)")
+    g.add_argument("--no-linear-attn", action="store_true", help="no attention at the other levels")
+    g.add_argument("--attn-heads", type=int, default=u.attn_heads)
+    g.add_argument("--attn-dim-head", type=int, default=u.attn_dim_head)
+    g.add_argument("--groups", type=int, default=u.resnet_block_groups, help="GroupNorm groups")
+    g.add_argument("--dropout", type=float, default=u.dropout)
+    g.add_argument("--self-condition", action="store_true")
+    g = p.add_argument_group("diffusion")
+    g.add_argument("--timesteps", type=int, default=f.num_train_timesteps, help="T")
+    g.add_argument("--schedule", default=f.schedule, choices=["linear", "scaled_linear", "cosine", "sigmoid"])
+    g.add_argument("--zero-terminal-snr", action="store_true")
+    g.add_argument("--prediction", default=f.prediction_type, choices=["eps", "x0", "v"])
+    g.add_argument("--loss-weighting", default=loss.weighting, choices=list(LOSS_WEIGHTINGS))
+    g.add_argument("--min-snr-gamma", type=float, default=loss.min_snr_gamma)
+    g.add_argument("--p2-gamma", type=float, default=loss.p2_gamma)
+    g.add_argument("--p2-k", type=float, default=loss.p2_k)
+    g.add_argument("--offset-noise", type=float, default=loss.offset_noise)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    g.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    g.add_argument("--ema-warmup", type=int, default=d.ema_warmup)
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU with AMX, or GPU)")
+    g = p.add_argument_group("monitoring")
+    g.add_argument("--sample-every", type=int, default=d.sample_every)
+    g.add_argument("--sample-steps", type=int, default=d.sample_steps)
+    g.add_argument("--sample-sampler", default=d.sample_sampler)
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--log-every", type=int, default=d.log_every)
+    return p
+
+
+def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> TrainConfig:
+    """TrainConfig from parsed flags; image_size/channels come from the data actually loaded."""
+    levels = len(args.dim_mults)
+    full_attn = args.full_attn if args.full_attn is not None else (False,) * (levels - 1) + (True,)
+    unet = UnetConfig(image_size=image_size, channels=channels, dim=args.dim, dim_mults=args.dim_mults,
+                      full_attn=full_attn, linear_attn=not args.no_linear_attn, attn_heads=args.attn_heads,
+                      attn_dim_head=args.attn_dim_head, resnet_block_groups=args.groups,
+                      dropout=args.dropout, self_condition=args.self_condition)
+    diffusion = DiffusionConfig(num_train_timesteps=args.timesteps, schedule=args.schedule,
+                                zero_terminal_snr=args.zero_terminal_snr, prediction_type=args.prediction)
+    loss = LossConfig(weighting=args.loss_weighting, p2_gamma=args.p2_gamma, p2_k=args.p2_k,
+                      min_snr_gamma=args.min_snr_gamma, offset_noise=args.offset_noise)
+    return TrainConfig(data=args.data, out=args.out, model=ModelConfig(unet=unet, diffusion=diffusion),
+                       loss=loss, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, ema_warmup=args.ema_warmup,
+                       bf16=args.bf16, seed=args.seed, sample_every=args.sample_every,
+                       sample_steps=args.sample_steps, sample_sampler=args.sample_sampler,
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                       device=args.device, num_threads=args.num_threads, image_size=args.image_size)
+
+
+def load_run_config(out: str | Path) -> TrainConfig:
+    return TrainConfig.from_json((Path(out) / "train_config.json").read_text())
