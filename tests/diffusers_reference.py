@@ -19,6 +19,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler)
 
 from diffusion_core.ops import NumpyOps  # noqa: E402
+from diffusion_core.samplers import noise_generators  # noqa: E402
 from diffusion_core.schedules import make_schedule  # noqa: E402
 
 _MODULES = [getattr(diffusers.schedulers, m) for m in (
@@ -88,9 +89,9 @@ def scheduler_kwargs(schedule_name, T, zero_snr, prediction_type):
 
 @contextlib.contextmanager
 def patched_diffusers(seed, float64):
-    """Make every diffusers scheduler draw its noise from np.random.default_rng(seed) (the same
+    """Make every diffusers scheduler draw its noise from our per-step stream for `seed` (the same
     float32 draws our NoiseSource makes) and, if float64, compute in float64."""
-    rng = np.random.default_rng(seed)
+    rng = noise_generators(seed)[1]  # the per-step stream our samplers use
     dtype = torch.float64 if float64 else torch.float32
 
     def fake_randn(shape, generator=None, device=None, dtype_=None, layout=None, **_):

@@ -11,7 +11,7 @@ from ..prediction import Denoiser, X0Processing
 from ..schedules import NoiseSchedule
 from ..timesteps import spaced_timesteps
 from .base import (COMMON_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
-                   SamplerSpec, StepInfo)
+                   SamplerSpec, StepInfo, noise_generators)
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m
@@ -68,7 +68,7 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
 
     model:   `model(x, t, x_self_cond=None) -> raw output` on the backend `ops` belongs to; t is a
              Python float timestep in [0, T-1] shared by the whole batch.
-    seed:    seeds the NumPy generator that draws x_T (unless given) and every later noise.
+    seed:    seeds two NumPy streams: one draws x_T (unless given), the other every later noise.
     x_T:     explicit starting noise, unit Gaussian, shape (B, C, H, W).
     options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
     callback: called with a `StepInfo` after every step (progress bars, x0 previews).
@@ -82,20 +82,20 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
                                  steps_offset=opts.steps_offset, fractional=spec.fractional_timesteps)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    initial_rng, step_rng = noise_generators(seed)
     if x_T is None:
         if shape is None or len(shape) < 2 or any(int(d) <= 0 for d in shape):
             raise ValueError(f"give shape=(batch, channels, height, width) or x_T; got shape={shape!r}")
-        x_T = rng.standard_normal(tuple(int(d) for d in shape), dtype=np.float32)
+        x_T = initial_rng.standard_normal(tuple(int(d) for d in shape), dtype=np.float32)
     elif shape is not None and tuple(shape) != tuple(np.shape(x_T)):
         raise ValueError(f"shape {tuple(shape)} disagrees with x_T's shape {np.shape(x_T)}")
     denoise = Denoiser(model, prediction_type, ops,
                        X0Processing(opts.clip_x0, opts.threshold_ratio, opts.threshold_max),
                        self_condition=self_condition)
     ctx = SamplerContext(denoise=denoise, schedule=schedule, timesteps=timesteps,
-                         noise=NoiseSource(rng, ops), options=opts, callback=callback)
+                         noise=NoiseSource(step_rng, ops), options=opts, callback=callback)
     return ops.to_numpy(spec.fn(ctx, ops.asarray(np.asarray(x_T, dtype=np.float32))))
 
 
-__all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
+__all__ = ["noise_generators", "SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
            "make_options", "sample"]

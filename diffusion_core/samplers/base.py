@@ -61,6 +61,16 @@ class StepInfo:
 Callback = Callable[[StepInfo], Any]
 
 
+def noise_generators(seed: Optional[int]) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent streams from one seed: the starting noise x_T, and the per-step noise.
+
+    Kept apart so that passing the x_T a seed would draw changes nothing, and so that changing the
+    sampler's number of noisy steps never shifts the starting image.
+    """
+    initial, steps = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(initial), np.random.default_rng(steps)
+
+
 class NoiseSource:
     """Gaussian noise from a seeded NumPy generator, handed to the backend with `ops.asarray`.
 
