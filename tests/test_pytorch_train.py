@@ -1,0 +1,158 @@
+"""The PyTorch trainer end to end on scikit-learn's digits at 8x8 with a tiny Unet (CPU, 1 thread).
+
+Runs in-process through `main(argv)` where it can (importing torch again per test costs seconds);
+subprocesses only where the exit code, stderr or a second process are what is being tested.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch trainer needs torch")
+
+from backends.pytorch import trainer_state  # noqa: E402
+from backends.pytorch.train import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--data", "digits", "--image-size", "8", "--dim", "8", "--dim-mults", "1,2", "--groups", "4",
+        "--batch-size", "16", "--num-threads", "1", "--sample-steps", "3"]
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def _state(out: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    return load_file(str(out / trainer_state.STATE_FILE))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """150 steps at a high learning rate, a loss logged at every step, one grid and an export."""
+    out = tmp_path_factory.mktemp("run") / "digits"
+    assert main(TINY + ["--steps", "150", "--lr", "1e-3", "--log-every", "1", "--sample-every", "100",
+                        "--checkpoint-every", "0", "--out", str(out)]) == 0
+    return out
+
+
+def test_loss_falls(trained):
+    losses = _losses(trained)
+    assert len(losses) == 150 and np.isfinite(losses).all()
+    # eps-prediction starts near 1 (the noise's variance); the tiny net learns most of it quickly
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20]), (losses[:20], losses[-20:])
+
+
+def test_run_folder_and_export(trained):
+    from backends import load_model
+    from diffusion_core import list_samplers
+    from diffusion_core.checkpoint import load_checkpoint
+    from diffusion_core.train_config import load_run_config
+
+    assert sorted(p.name for p in (trained / "samples").iterdir()) == ["step_0000100.png", "step_0000150.png"]
+    assert load_run_config(trained).steps == 150
+    checkpoint = load_checkpoint(trained / "model")
+    notes = checkpoint.config.notes
+    assert notes["dataset"] == "scikit-learn digits" and notes["steps"] == 150
+    assert notes["training_command"].startswith("python -m backends.pytorch.train --data digits")
+    assert (trained / "model" / "samples.png").is_file()
+    ema = _state(trained)  # the export holds the EMA weights, not the live ones
+    assert all(np.array_equal(ema[f"ema.{n}"], w) for n, w in checkpoint.weights.items())
+    loaded = load_model("pytorch", trained / "model", device="cpu")
+    for name in list_samplers():
+        images = loaded.sample(batch_size=2, sampler=name, steps=3, seed=0)
+        assert images.shape == (2, 1, 8, 8) and np.isfinite(images).all(), name
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    # Every source of randomness at once: dropout (torch RNG), self-conditioning coins, offset
+    # noise, v-prediction with min-SNR weights, gradient accumulation, LR and EMA warm-up.
+    flags = TINY + ["--dropout", "0.1", "--self-condition", "--offset-noise", "0.1", "--prediction", "v",
+                    "--loss-weighting", "min_snr", "--grad-accum", "2", "--warmup-steps", "3",
+                    "--ema-warmup", "5", "--log-every", "4", "--sample-every", "0", "--checkpoint-every", "0"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(flags + ["--steps", "10", "--out", str(whole)]) == 0
+    assert main(flags + ["--steps", "6", "--out", str(split)]) == 0        # interrupted at step 6
+    assert main(flags + ["--steps", "10", "--out", str(split), "--resume"]) == 0
+    a, b = _state(whole), _state(split)
+    assert sorted(a) == sorted(b)
+    for name in a:  # model, EMA, AdamW moments and RNG states: bitwise equal on CPU
+        assert np.array_equal(a[name], b[name]), name
+    assert _losses(whole)[-1] == _losses(split)[-1]
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_resume_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    run = TINY + ["--steps", "2", "--sample-every", "0", "--out", str(out)]
+    assert "does not exist" in _error(capsys, run + ["--resume"])
+    assert main(run) == 0
+    capsys.readouterr()
+    assert "add --resume" in _error(capsys, run)                      # would overwrite the run
+    err = _error(capsys, run + ["--resume", "--lr", "1e-3", "--dim", "12"])
+    assert "lr: checkpoint 0.0002, now 0.001" in err and "model.unet.dim: checkpoint 8, now 12" in err
+    assert main(run + ["--resume", "--steps", "3", "--log-every", "1"]) == 0  # longer: allowed
+    capsys.readouterr()
+    state = out / trainer_state.STATE_FILE
+    state.write_bytes(state.read_bytes()[:-100])                          # a torn file
+    assert "truncated or corrupt" in _error(capsys, run + ["--resume", "--steps", "4"])
+
+
+def test_config_errors_in_process(tmp_path, capsys):
+    base = TINY + ["--steps", "1", "--out", str(tmp_path / "x")]
+    assert "add --prediction v" in _error(capsys, base + ["--zero-terminal-snr"])
+    assert "unknown sampler 'nope'" in _error(capsys, base + ["--sample-sampler", "nope"])
+    assert "holds no images" in _error(capsys, base[:1] + [str(tmp_path)] + base[2:])
+    assert "fewer than one global batch" in _error(capsys, base + ["--batch-size", "5000"])
+    assert "p2_k" in _error(capsys, base + ["--loss-weighting", "p2", "--p2-k", "0"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--groups", "3"], "resnet_block_groups=3 must divide"),
+    (["--dim-mults", "1,2,2,2,2"], "image_size 8 cannot be halved 4 times"),
+    (["--data", "/no/such/folder"], "no such folder"),
+])
+def test_bad_configuration_exits_2_without_traceback(tmp_path, flags, message):
+    argv = TINY + ["--steps", "1", "--out", str(tmp_path / "x")] + flags
+    proc = subprocess.run([sys.executable, "-m", "backends.pytorch.train", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0  # one line
+
+
+def test_bf16_autocast_smoke(tmp_path):
+    out = tmp_path / "bf16"
+    assert main(TINY + ["--bf16", "--steps", "3", "--log-every", "1", "--sample-every", "0",
+                        "--out", str(out)]) == 0
+    assert np.isfinite(_losses(out)).all()
+
+
+def test_two_processes_under_torchrun(tmp_path):
+    """DDP on gloo: each rank its own shard and draws; the replicas must stay bitwise equal."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+              "-m", "backends.pytorch.train", *TINY, "--batch-size", "8", "--dropout", "0.1",
+              "--sample-every", "0", "--log-every", "1", "--out", str(out)]
+    for extra in (["--steps", "3"], ["--steps", "5", "--resume"]):  # and a resume with 2 ranks
+        proc = subprocess.run(launch + extra, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "all 2 replicas hold identical weights" in proc.stderr
+    state = _state(out)
+    assert {"rng.torch_cpu.0", "rng.torch_cpu.1"} <= set(state)
+    assert not np.array_equal(state["rng.torch_cpu.0"], state["rng.torch_cpu.1"])  # own dropout
+    assert len(_losses(out)) == 5
+    notes = json.loads((out / "model" / "config.json").read_text())["notes"]
+    assert notes["global_batch"] == 16 and notes["training_command"].startswith("torchrun")
