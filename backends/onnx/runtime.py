@@ -1,0 +1,315 @@
+"""ONNX Runtime inference: a session tuned on purpose, and the core's model contract around it.
+
+Imports NumPy and onnxruntime only (never torch or mindspore), so a machine with neither framework
+can sample from a checkpoint's model.onnx. Any exporter's graph loads here if it has the inputs
+`x` (B, C, H, W), `t` (B,) [+ `x_self_cond` (B, C, H, W)] and one output (B, C, H, W), all float32
+with a dynamic batch: the PyTorch export in export.py, or a MindSpore one with the same names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from diffusion_core.config import ModelConfig, UnetConfig
+
+# metadata_props written by the exporter: what the graph was made from, so a stale or foreign
+# model.onnx is caught at load time instead of sampling silently from the wrong weights.
+META_FORMAT_VERSION = "diffusion_toolkit.format_version"
+META_WEIGHTS_SHA256 = "diffusion_toolkit.weights_sha256"
+META_UNET_CONFIG = "diffusion_toolkit.unet_config"
+META_EXPORTER = "diffusion_toolkit.exporter"
+
+INPUT_X, INPUT_T, INPUT_SELF_COND = "x", "t", "x_self_cond"
+EXPORT_COMMAND = "python -m backends.onnx.export <folder>"
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                "tensor(double)": np.float64}
+_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "layout", "all")
+
+
+class OnnxModelMismatch(ValueError):
+    """A model.onnx that does not fit the checkpoint's config or weights; says how to fix it."""
+
+
+def weights_fingerprint(weights: Mapping[str, np.ndarray]) -> str:
+    """sha256 of the canonical float32 weights (names, shapes and bytes, in name order).
+
+    Framework-neutral on purpose: the PyTorch and MindSpore exporters and this loader all hash
+    the checkpoint's safetensors arrays, so any of them can tell whether a graph is stale.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name], dtype="<f4")
+        digest.update(f"{name}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def unet_config_json(cfg: UnetConfig) -> str:
+    """The Unet config as the exporter records it (sorted keys, so equal configs give equal text)."""
+    return json.dumps(ModelConfig(unet=cfg).to_dict()["unet"], sort_keys=True)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use. Hyper-threads share one core's FPUs, so an extra
+    intra-op thread per hyper-thread mostly adds synchronisation, not arithmetic."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        import psutil
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        physical = _physical_cores_from_proc()
+    return max(1, min(allowed, physical or allowed))
+
+
+def _physical_cores_from_proc() -> Optional[int]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    cores, socket = set(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            socket = value.strip()
+        elif key.strip() == "core id":
+            cores.add((socket, value.strip()))
+    return len(cores) or None
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How an ONNX Runtime session runs. The defaults are measured in bench/onnx_speed.py."""
+
+    threads: Optional[int] = None    # intra-op threads; None = physical cores (see physical_cores)
+    # Spinning keeps idle worker threads busy-waiting for the next operator: a little lower latency
+    # on a machine of our own, but on a shared one (CI, a Gradio server next to training, tests in
+    # parallel) the spinning threads steal the cores that other processes, or our own other
+    # threads, need. So it is off unless asked for.
+    allow_spinning: bool = False
+    # Denormal floats (tiny values late in sampling) are 10-100x slower on x86; flushing them to
+    # zero changes results by less than float32 rounding. PyTorch's adapter does the same.
+    flush_denormals: bool = True
+    optimization: str = "all"        # graph optimisation: disabled | basic | extended | layout | all
+    # Where ORT writes its optimised graph (once, at session creation). Such a file holds
+    # machine-specific fused kernels: load it with optimization="disabled", on the same machine.
+    save_optimized_to: Optional[str] = None
+    device: Optional[str] = None     # "cpu", "cuda", "cuda:N"; None = CUDA when ORT has it
+
+    def __post_init__(self) -> None:
+        if self.optimization not in _OPTIMIZATION_LEVELS:
+            raise ValueError(f"optimization must be one of {', '.join(_OPTIMIZATION_LEVELS)}, "
+                             f"got {self.optimization!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def choose_providers(device: Optional[str]) -> list[Any]:
+    """ORT execution providers for `device`: CUDA first when wanted and installed, CPU always last
+    (ORT runs there whatever the GPU provider cannot)."""
+    wants_cuda = device.startswith("cuda") if device else cuda_available()
+    if not wants_cuda:
+        return ["CPUExecutionProvider"]
+    if not cuda_available():
+        raise RuntimeError("device 'cuda' needs onnxruntime-gpu (the installed onnxruntime has no "
+                           "CUDAExecutionProvider); install it or use device 'cpu'")
+    index = int(device.split(":", 1)[1]) if device and ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+def session_options(options: RuntimeOptions):
+    """onnxruntime.SessionOptions from our options; every setting here is a decision, not a default."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.threads or physical_cores()
+    # One graph branch at a time: a Unet is a chain, so a second pool would only add threads.
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if options.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if options.flush_denormals:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, {
+        "disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+        "extended": "ORT_ENABLE_EXTENDED", "layout": "ORT_ENABLE_LAYOUT",
+        "all": "ORT_ENABLE_ALL"}[options.optimization])
+    if options.save_optimized_to:
+        so.optimized_model_filepath = str(options.save_optimized_to)
+    return so
+
+
+def make_session(model: str | os.PathLike | bytes, options: RuntimeOptions = RuntimeOptions()):
+    """An InferenceSession for a model file (or its bytes) with our options and providers."""
+    import onnxruntime as ort
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=session_options(options),
+                                providers=choose_providers(options.device))
+
+
+def _describe(arg) -> str:
+    dims = ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in arg.shape)
+    return f"{arg.name} ({dims}) {arg.type}"
+
+
+def check_session(session, config: UnetConfig, *, where: str = "model.onnx") -> None:
+    """Refuse a graph whose inputs/outputs cannot serve this config, naming what differs.
+
+    Only the interface is checked (names, ranks, channels, image size, dynamic batch, float
+    types), so graphs from any exporter pass if they keep the contract in this module's docstring.
+    """
+    c, s = config.channels, config.image_size
+    inputs = {arg.name: arg for arg in session.get_inputs()}
+    expected = [INPUT_X, INPUT_T] + ([INPUT_SELF_COND] if config.self_condition else [])
+    problems = []
+    missing = [n for n in expected if n not in inputs]
+    extra = [n for n in inputs if n not in expected]
+    if missing:
+        problems.append(f"missing input(s) {missing}")
+    if extra:
+        problems.append(f"unexpected input(s) {extra}")
+    if config.self_condition and INPUT_SELF_COND in missing:
+        problems.append("the config has self_condition=True but the graph takes no x_self_cond")
+    if not config.self_condition and INPUT_SELF_COND in extra:
+        problems.append("the graph takes x_self_cond but the config has self_condition=False")
+
+    def check_image(arg, what: str) -> None:
+        shape = list(arg.shape)
+        if len(shape) != 4:
+            problems.append(f"{what} has rank {len(shape)}, expected 4: {_describe(arg)}")
+            return
+        if isinstance(shape[0], int):
+            problems.append(f"{what} has a fixed batch of {shape[0]}; the batch must be dynamic")
+        for got, want, label in zip(shape[1:], (c, s, s), ("channels", "height", "width")):
+            if isinstance(got, int) and got != want:
+                problems.append(f"{what} has {label} {got}, the config needs {want}")
+        if arg.type not in _NUMPY_TYPES:
+            problems.append(f"{what} has type {arg.type}, expected tensor(float)")
+
+    for name in (INPUT_X, INPUT_SELF_COND):
+        if name in inputs and name in expected:
+            check_image(inputs[name], f"input {name!r}")
+    if INPUT_T in inputs:
+        t = inputs[INPUT_T]
+        if len(t.shape) not in (1, 2) or (len(t.shape) == 2 and t.shape[1] not in (1, None, "1")):
+            problems.append(f"input 't' must be shaped (batch,) or (batch, 1): {_describe(t)}")
+        if t.type not in _NUMPY_TYPES:
+            problems.append(f"input 't' has type {t.type}, expected tensor(float) (fractional "
+                            "timesteps are part of the contract)")
+    outputs = session.get_outputs()
+    if len(outputs) != 1:
+        problems.append(f"the graph has {len(outputs)} outputs, expected one")
+    else:
+        check_image(outputs[0], f"output {outputs[0].name!r}")
+    if problems:
+        raise OnnxModelMismatch(
+            f"{where} does not fit this checkpoint's config (channels={c}, image_size={s}, "
+            f"self_condition={config.self_condition}): {'; '.join(problems)}. Graph: inputs "
+            f"{[_describe(a) for a in session.get_inputs()]}, outputs "
+            f"{[_describe(a) for a in outputs]}. Re-export it with `{EXPORT_COMMAND}`")
+
+
+def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str, np.ndarray]],
+                     *, where: str = "model.onnx") -> None:
+    """Refuse a graph whose metadata says it was exported from another config or other weights.
+
+    A graph without our metadata (another tool's export) loads with a warning: its interface was
+    checked, but nothing can prove its weights are the checkpoint's.
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_WEIGHTS_SHA256 not in meta:
+        warnings.warn(f"{where} carries no {META_WEIGHTS_SHA256} metadata, so it cannot be checked "
+                      f"against model.safetensors; re-export with `{EXPORT_COMMAND}` to make it "
+                      "checkable", stacklevel=3)
+        return
+    fix = f"model.safetensors changed after the export; re-export with `{EXPORT_COMMAND}`"
+    version = meta.get(META_FORMAT_VERSION)
+    if version is not None and version != str(config.format_version):
+        raise OnnxModelMismatch(f"{where} was exported for checkpoint format {version}, this "
+                                f"checkpoint is format {config.format_version}; {fix}")
+    recorded = meta.get(META_UNET_CONFIG)
+    if recorded is not None and recorded != unet_config_json(config.unet):
+        raise OnnxModelMismatch(f"{where} was exported from a different Unet config ({recorded}) "
+                                f"than config.json's ({unet_config_json(config.unet)}); {fix}")
+    if weights is not None:
+        found = weights_fingerprint(weights)
+        if meta[META_WEIGHTS_SHA256] != found:
+            raise OnnxModelMismatch(
+                f"{where} was exported from other weights (sha256 {meta[META_WEIGHTS_SHA256][:12]}...) "
+                f"than model.safetensors (sha256 {found[:12]}...); {fix}")
+
+
+class OnnxDenoiserModel:
+    """An ONNX Runtime session behind the model contract: `model(x, t, x_self_cond=None) -> raw`.
+
+    x is a float32 NumPy array (B, C, H, W) (the core's NumpyOps tensors), t a Python float,
+    possibly fractional, shared by the batch. `session.run` is thread-safe and nothing else is
+    kept between calls, so one instance serves concurrent requests.
+    """
+
+    def __init__(self, session, config: UnetConfig):
+        check_session(session, config)
+        self.session, self.config = session, config
+        self.self_condition = config.self_condition
+        inputs = {arg.name: arg for arg in session.get_inputs()}
+        self._x_type = _NUMPY_TYPES[inputs[INPUT_X].type]
+        self._t_type = _NUMPY_TYPES[inputs[INPUT_T].type]
+        self._t_rank = len(inputs[INPUT_T].shape)
+        self.output_name = session.get_outputs()[0].name
+        self.providers = session.get_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    def __call__(self, x: np.ndarray, t: float, x_self_cond: Optional[np.ndarray] = None) -> np.ndarray:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1:] != (cfg.channels, cfg.image_size, cfg.image_size):
+            raise ValueError(f"x must have shape (batch, {cfg.channels}, {cfg.image_size}, "
+                             f"{cfg.image_size}) for this model, got {tuple(x.shape)}")
+        batch = x.shape[0]
+        feeds = {INPUT_X: np.ascontiguousarray(x, dtype=self._x_type),
+                 INPUT_T: np.full((batch,) if self._t_rank == 1 else (batch, 1), t, dtype=self._t_type)}
+        if self.self_condition:  # Chen et al. 2022: zeros before the first x0 estimate
+            cond = np.zeros_like(feeds[INPUT_X]) if x_self_cond is None else x_self_cond
+            feeds[INPUT_SELF_COND] = np.ascontiguousarray(cond, dtype=self._x_type)
+        elif x_self_cond is not None:
+            raise ValueError("this model was exported with self_condition=False; pass x_self_cond=None")
+        out = self.session.run([self.output_name], feeds)[0]
+        return out.astype(np.float32, copy=False)
+
+
+def load_onnx_model(model_path: str | os.PathLike | bytes, config: ModelConfig,
+                    weights: Optional[Mapping[str, np.ndarray]] = None,
+                    options: RuntimeOptions = RuntimeOptions(), *,
+                    where: Optional[str] = None) -> OnnxDenoiserModel:
+    """Session + checks + adapter. weights: the checkpoint's, to prove the graph is not stale."""
+    where = where or (str(model_path) if not isinstance(model_path, bytes) else "the ONNX graph")
+    try:
+        session = make_session(model_path, options)
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+        if isinstance(e, RuntimeError) and "onnxruntime-gpu" in str(e):
+            raise
+        raise OnnxModelMismatch(f"ONNX Runtime cannot load {where} ({type(e).__name__}: {e}); the "
+                                f"file is corrupt or from a newer exporter: re-export with "
+                                f"`{EXPORT_COMMAND}`") from e
+    model = OnnxDenoiserModel(session, config.unet)  # the interface first: its errors are plainer
+    check_provenance(session, config, weights, where=where)
+    return model
+
+
+__all__ = ["EXPORT_COMMAND", "OnnxDenoiserModel", "OnnxModelMismatch", "RuntimeOptions",
+           "check_provenance", "check_session", "choose_providers", "cuda_available",
+           "load_onnx_model", "make_session", "physical_cores", "unet_config_json",
+           "weights_fingerprint"]
