@@ -48,7 +48,8 @@ def test_idx_reader_checks_magic_and_size(tmp_path, monkeypatch):
         data.load_fashion_mnist("test")
 
 
-def test_missing_fashion_mnist_names_file_and_package(tmp_path):
+def test_missing_fashion_mnist_names_file_and_package(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     with pytest.raises(DataError) as e:
         data.load_fashion_mnist("train", folder=tmp_path)
     assert "train-images-idx3-ubyte.gz" in str(e.value)

@@ -21,7 +21,7 @@ from backends.pytorch.train import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "digits", "--image-size", "8", "--dim", "8", "--dim-mults", "1,2", "--groups", "4",
-        "--batch-size", "16", "--num-threads", "1", "--sample-steps", "3"]
+        "--batch-size", "16", "--num-threads", "1", "--sample-steps", "3", "--device", "cpu"]
 
 
 def _losses(out: Path) -> list[float]:
@@ -156,3 +156,4 @@ def test_two_processes_under_torchrun(tmp_path):
     assert len(_losses(out)) == 5
     notes = json.loads((out / "model" / "config.json").read_text())["notes"]
     assert notes["global_batch"] == 16 and notes["training_command"].startswith("torchrun")
+    assert "--steps 3" in notes["training_command"] and "--resume" in notes["resumed_with"][0]

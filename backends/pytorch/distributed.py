@@ -80,15 +80,6 @@ def gather(info: Dist, obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_flag(info: Dist, flag: bool, device: torch.device) -> bool:
-    """rank 0's flag on every rank (e.g. 'stop now'), so that all ranks leave the loop together."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def parameter_digest(module: nn.Module) -> str:
     """SHA-256 of every parameter's bytes in order: equal digests mean bitwise-equal replicas."""
     h = hashlib.sha256()
