@@ -1,0 +1,43 @@
+"""The tensor protocol of diffusion_core/ops.py for MindSpore (float32 tensors on MindSpore's device)."""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+
+
+class MindSporeOps:
+    """Each method is the MindSpore spelling of a NumpyOps method."""
+
+    name = "mindspore"
+
+    def asarray(self, a: np.ndarray) -> ms.Tensor:
+        return ms.Tensor(np.ascontiguousarray(a, dtype=np.float32))
+
+    def to_numpy(self, x: ms.Tensor) -> np.ndarray:
+        return x.astype(ms.float32).asnumpy()
+
+    def clip(self, x: ms.Tensor, lo, hi) -> ms.Tensor:
+        if isinstance(lo, ms.Tensor) or isinstance(hi, ms.Tensor):
+            # ops.clamp takes two numbers or two tensors, not one of each; min/max broadcast.
+            return ops.minimum(ops.maximum(x, lo), hi)
+        return ops.clamp(x, float(lo), float(hi))
+
+    def zeros_like(self, x: ms.Tensor) -> ms.Tensor:
+        return ops.zeros_like(x)
+
+    def abs_quantile(self, x: ms.Tensor, q: float) -> ms.Tensor:
+        # ops.quantile has no CPU kernel in MindSpore 2.10, so sort and interpolate linearly
+        # between the order statistics at q * (n - 1), like np.quantile's default method.
+        flat = ops.abs(x.reshape(x.shape[0], -1))
+        ordered, _ = ops.sort(flat, axis=1)
+        n = flat.shape[1]
+        position = float(q) * (n - 1)
+        below = int(np.floor(position))
+        above = min(below + 1, n - 1)
+        fraction = position - below
+        s = ordered[:, below] * (1.0 - fraction) + ordered[:, above] * fraction
+        return s.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def mean_per_sample(self, x: ms.Tensor) -> ms.Tensor:
+        return x.reshape(x.shape[0], -1).mean(axis=1)
