@@ -67,7 +67,14 @@ def load_state_from_numpy(unet: Unet, state: dict[str, np.ndarray]) -> None:
         raise ValueError("weights do not fit this model; " + "; ".join(problems) + "." + hint
                          + " Check that the checkpoint's config.json matches the model's config")
     for name, ms_name in mapping.items():
-        params[ms_name].set_data(ms.Tensor(np.ascontiguousarray(state[name], dtype=np.float32)))
+        assign_parameter(params[ms_name], state[name])
+
+
+def assign_parameter(param: ms.Parameter, value: np.ndarray) -> None:
+    """Copy value into param in place. Not Parameter.set_data: a graph compiled by mindspore.jit
+    before a set_data keeps computing with the old weights (MindSpore 2.10); ops.assign writes
+    into the memory the graph reads."""
+    ops.assign(param, ms.Tensor(np.ascontiguousarray(value), param.dtype))
 
 
 def check_inputs(cfg: UnetConfig, x_shape: tuple, self_cond_shape: Optional[tuple]) -> None:

@@ -28,6 +28,7 @@ from diffusion_core import training
 from diffusion_core.config import ConfigError
 from diffusion_core.train_config import TrainConfig
 
+from .model import assign_parameter
 from .names import mindspore_to_canonical
 from .unet import Unet
 
@@ -249,9 +250,8 @@ class TrainStep:
         """Restore what state_tensors saved; KeyError names the first tensor that is missing."""
         for prefix, params in self._groups():
             for name, p in zip(self.canonical, params):
-                p.set_data(ms.Tensor(tensors[f"{prefix}.{name}"]))
+                assign_parameter(p, tensors[f"{prefix}.{name}"])
         self.updates = int(tensors["optimizer.state_step"].reshape(-1)[0])
         if self.scaler is not None:
             for key in ("scale_value", "counter"):
-                target = getattr(self.scaler, key)
-                target.set_data(ms.Tensor(tensors[f"loss_scaler.{key}"].reshape(()), target.dtype))
+                assign_parameter(getattr(self.scaler, key), tensors[f"loss_scaler.{key}"].reshape(()))
