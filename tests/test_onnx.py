@@ -29,6 +29,7 @@ from backends.onnx.runtime import (OnnxModelMismatch, RuntimeOptions, choose_pro
 from diffusion_core import list_samplers  # noqa: E402
 from diffusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from diffusion_core.config import ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core.unet_spec import parameter_shapes  # noqa: E402
 
 # Small widths keep exports and runs fast; the structure is what varies: 28x28 with a 7x7 full
 # attention and linear attention, and a colour self-conditioned one.
@@ -201,9 +202,10 @@ def test_corrupt_graph_is_refused(exported, tmp_path):
 
 # Hand-built graphs stand for other exporters (MindSpore's): same names, no toolkit metadata.
 
-def scaling_graph(cfg: UnetConfig, batch="batch", t_shape=("batch",), self_cond=False) -> bytes:
+def scaling_graph(cfg: UnetConfig, batch="batch", t_shape=None, self_cond=False) -> bytes:
     """out = 0.5 * x + 0 * t (+ 0 * x_self_cond): an 'eps model' any sampler can run."""
     from onnx import TensorProto, helper
+    t_shape = t_shape or (batch,)
     image = [batch, cfg.channels, cfg.image_size, cfg.image_size]
     graph_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, image),
                     helper.make_tensor_value_info("t", TensorProto.FLOAT, list(t_shape))]
@@ -246,8 +248,19 @@ def test_foreign_graph_with_the_same_names_loads_and_samples(config, t_shape):
         assert images.shape == (2, 1, 8, 8) and np.isfinite(images).all()
 
 
+@pytest.mark.parametrize("config", [SMALL, SMALL_SELF_COND])
+def test_foreign_graph_with_a_fixed_batch_runs_in_chunks(config):
+    """Some exporters cannot make the batch dynamic; such a graph serves any batch, in chunks."""
+    data = scaling_graph(config.unet, batch=4, self_cond=config.unet.self_condition)
+    with pytest.warns(UserWarning):
+        model = load_onnx_model(data, config)
+    assert model.fixed_batch == 4
+    for batch in (1, 3, 4, 9):
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 8, 8), dtype=np.float32)
+        assert np.array_equal(model(x, 3.0), 0.5 * x)
+
+
 @pytest.mark.parametrize("graph_kwargs,message", [
-    (dict(batch=4), "fixed batch of 4"),
     (dict(self_cond=True), "the graph takes x_self_cond but the config has self_condition=False"),
     (dict(t_shape=("batch", 3)), "input 't' must be shaped"),
 ])
@@ -265,9 +278,8 @@ def test_graph_for_other_image_size_is_refused():
 # --- registry, options, files --------------------------------------------------------------------
 
 def test_unavailable_reason_says_how_to_export(tmp_path):
-    folder = save_checkpoint(tmp_path / "ck", SMALL, {k: np.zeros(s, np.float32) for k, s in
-                                                      __import__("diffusion_core.unet_spec", fromlist=["x"])
-                                                      .parameter_shapes(SMALL.unet).items()})
+    weights = {name: np.zeros(shape, np.float32) for name, shape in parameter_shapes(SMALL.unet).items()}
+    folder = save_checkpoint(tmp_path / "ck", SMALL, weights)
     status = backend_status("onnxruntime", load_checkpoint(folder))
     assert not status.available
     assert status.reason.startswith("this checkpoint has no model.onnx; export it with "

@@ -2,8 +2,9 @@
 
 Imports NumPy and onnxruntime only (never torch or mindspore), so a machine with neither framework
 can sample from a checkpoint's model.onnx. Any exporter's graph loads here if it has the inputs
-`x` (B, C, H, W), `t` (B,) [+ `x_self_cond` (B, C, H, W)] and one output (B, C, H, W), all float32
-with a dynamic batch: the PyTorch export in export.py, or a MindSpore one with the same names.
+`x` (B, C, H, W), `t` (B,) [+ `x_self_cond` (B, C, H, W)] and one output (B, C, H, W), all float32,
+ideally with a dynamic batch (a fixed one works, in chunks): the PyTorch export in export.py, or a
+MindSpore one with the same names.
 """
 from __future__ import annotations
 
@@ -59,14 +60,24 @@ def unet_config_json(cfg: UnetConfig) -> str:
 
 def physical_cores() -> int:
     """Physical cores this process may use. Hyper-threads share one core's FPUs, so an extra
-    intra-op thread per hyper-thread mostly adds synchronisation, not arithmetic."""
+    intra-op thread per hyper-thread mostly adds synchronisation, not arithmetic; and threads
+    beyond the CPU affinity or a container's CPU quota only queue for the same cores."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         import psutil
         physical = psutil.cpu_count(logical=False)
     except ImportError:
         physical = _physical_cores_from_proc()
-    return max(1, min(allowed, physical or allowed))
+    return max(1, min(allowed, physical or allowed, _cgroup_cpu_quota() or allowed))
+
+
+def _cgroup_cpu_quota() -> Optional[int]:
+    """CPUs granted by a cgroup v2 quota (docker --cpus, Kubernetes limits), rounded up."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def _physical_cores_from_proc() -> Optional[int]:
@@ -166,6 +177,11 @@ def _describe(arg) -> str:
     return f"{arg.name} ({dims}) {arg.type}"
 
 
+def _fixed_batch(arg) -> Optional[int]:
+    """The batch size a graph was exported with, or None when its batch is dynamic."""
+    return arg.shape[0] if arg.shape and isinstance(arg.shape[0], int) else None
+
+
 def check_session(session, config: UnetConfig, *, where: str = "model.onnx") -> None:
     """Refuse a graph whose inputs/outputs cannot serve this config, naming what differs.
 
@@ -192,14 +208,15 @@ def check_session(session, config: UnetConfig, *, where: str = "model.onnx") -> 
         if len(shape) != 4:
             problems.append(f"{what} has rank {len(shape)}, expected 4: {_describe(arg)}")
             return
-        if isinstance(shape[0], int):
-            problems.append(f"{what} has a fixed batch of {shape[0]}; the batch must be dynamic")
+        if isinstance(shape[0], int) and fixed_batch is not None and shape[0] != fixed_batch:
+            problems.append(f"{what} has a fixed batch of {shape[0]}, input 'x' of {fixed_batch}")
         for got, want, label in zip(shape[1:], (c, s, s), ("channels", "height", "width")):
             if isinstance(got, int) and got != want:
                 problems.append(f"{what} has {label} {got}, the config needs {want}")
         if arg.type not in _NUMPY_TYPES:
             problems.append(f"{what} has type {arg.type}, expected tensor(float)")
 
+    fixed_batch = _fixed_batch(inputs[INPUT_X]) if INPUT_X in inputs else None
     for name in (INPUT_X, INPUT_SELF_COND):
         if name in inputs and name in expected:
             check_image(inputs[name], f"input {name!r}")
@@ -269,6 +286,7 @@ class OnnxDenoiserModel:
         self._x_type = _NUMPY_TYPES[inputs[INPUT_X].type]
         self._t_type = _NUMPY_TYPES[inputs[INPUT_T].type]
         self._t_rank = len(inputs[INPUT_T].shape)
+        self.fixed_batch = _fixed_batch(inputs[INPUT_X])
         self.output_name = session.get_outputs()[0].name
         self.providers = session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
@@ -278,14 +296,29 @@ class OnnxDenoiserModel:
         if x.ndim != 4 or x.shape[1:] != (cfg.channels, cfg.image_size, cfg.image_size):
             raise ValueError(f"x must have shape (batch, {cfg.channels}, {cfg.image_size}, "
                              f"{cfg.image_size}) for this model, got {tuple(x.shape)}")
+        if x_self_cond is not None and not self.self_condition:
+            raise ValueError("this model was exported with self_condition=False; pass x_self_cond=None")
+        if self.self_condition and x_self_cond is None:  # Chen et al. 2022: zeros before any x0
+            x_self_cond = np.zeros_like(x)
+        n = self.fixed_batch
+        if n is None or x.shape[0] == n:
+            return self._run(x, t, x_self_cond)
+        # A graph with a fixed batch (some exporters cannot emit a dynamic one) runs in chunks of
+        # its size; the last chunk is padded with zeros, harmless since samples never mix in eval.
+        chunks = []
+        for start in range(0, x.shape[0], n):
+            parts = [a[start:start + n] for a in (x, x_self_cond) if a is not None]
+            real = parts[0].shape[0]
+            parts = [np.concatenate([p, np.zeros((n - real,) + p.shape[1:], p.dtype)]) for p in parts]
+            chunks.append(self._run(parts[0], t, parts[1] if len(parts) > 1 else None)[:real])
+        return np.concatenate(chunks)
+
+    def _run(self, x: np.ndarray, t: float, x_self_cond: Optional[np.ndarray]) -> np.ndarray:
         batch = x.shape[0]
         feeds = {INPUT_X: np.ascontiguousarray(x, dtype=self._x_type),
                  INPUT_T: np.full((batch,) if self._t_rank == 1 else (batch, 1), t, dtype=self._t_type)}
-        if self.self_condition:  # Chen et al. 2022: zeros before the first x0 estimate
-            cond = np.zeros_like(feeds[INPUT_X]) if x_self_cond is None else x_self_cond
-            feeds[INPUT_SELF_COND] = np.ascontiguousarray(cond, dtype=self._x_type)
-        elif x_self_cond is not None:
-            raise ValueError("this model was exported with self_condition=False; pass x_self_cond=None")
+        if self.self_condition:
+            feeds[INPUT_SELF_COND] = np.ascontiguousarray(x_self_cond, dtype=self._x_type)
         out = self.session.run([self.output_name], feeds)[0]
         return out.astype(np.float32, copy=False)
 
