@@ -15,7 +15,10 @@ Sections:
              float32 (max abs difference of outputs and of final 20-step DDIM images).
 
 Timings interleave the variants round by round and report medians, so a load spike on a shared
-machine hits every variant alike; the load average is printed. Without --checkpoint the weights
+machine hits every variant alike; the load average is printed. On a shared machine PyTorch's
+OpenMP threads busy-wait by default and lose 3x or more to the other processes; ORT does not spin
+(RuntimeOptions.allow_spinning=False). For PyTorch without spinning run with
+OMP_WAIT_POLICY=PASSIVE (read when torch is imported; the first line says which was used). Without --checkpoint the weights
 are PyTorch's initialisation (seed 0): speed does not depend on them, and accuracy costs are shown
 against outputs of ~0.2 standard deviation.
 """
@@ -71,7 +74,8 @@ def machine_line(threads: int) -> str:
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return (f"{cpu}; {os.cpu_count()} logical CPUs, load average {load[0]:.1f} "
             f"({'shared: expect noise' if load[0] > 1.5 else 'quiet'}); {threads} threads each; "
-            f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
+            f"torch {torch.__version__} (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+            f"onnxruntime {ort.__version__}, numpy {np.__version__}")
 
 
 class Setup:
