@@ -97,20 +97,24 @@ def _physical_cores_from_proc() -> Optional[int]:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How an ONNX Runtime session runs. The defaults are measured in bench/onnx_speed.py."""
+    """How an ONNX Runtime session runs. The defaults were chosen with bench/onnx_speed.py
+    (default Unet, 16x1x28x28, 2 threads, a shared 2-core machine: figures in its docstring)."""
 
     threads: Optional[int] = None    # intra-op threads; None = physical cores (see physical_cores)
     # Spinning keeps idle worker threads busy-waiting for the next operator: a little lower latency
     # on a machine of our own, but on a shared one (CI, a Gradio server next to training, tests in
     # parallel) the spinning threads steal the cores that other processes, or our own other
-    # threads, need. So it is off unless asked for.
+    # threads, need (measured 1.7x slower there). So it is off unless asked for.
     allow_spinning: bool = False
-    # Denormal floats (tiny values late in sampling) are 10-100x slower on x86; flushing them to
-    # zero changes results by less than float32 rounding. PyTorch's adapter does the same.
+    # Denormal floats (tiny values late in sampling) are several times slower on x86; flushing
+    # them to zero changes results by less than float32 rounding. PyTorch's adapter does the same.
     flush_denormals: bool = True
-    optimization: str = "all"        # graph optimisation: disabled | basic | extended | layout | all
+    # Graph optimisation: disabled | basic | extended | layout | all. Only "all" adds the NCHWc
+    # convolution layout, worth ~1.5x over "extended" and "basic" on the Unet.
+    optimization: str = "all"
     # Where ORT writes its optimised graph (once, at session creation). Such a file holds
     # machine-specific fused kernels: load it with optimization="disabled", on the same machine.
+    # It only saves start-up time (tens of ms here); inference speed is the same.
     save_optimized_to: Optional[str] = None
     device: Optional[str] = None     # "cpu", "cuda", "cuda:N"; None = CUDA when ORT has it
 
@@ -329,11 +333,10 @@ def load_onnx_model(model_path: str | os.PathLike | bytes, config: ModelConfig,
                     where: Optional[str] = None) -> OnnxDenoiserModel:
     """Session + checks + adapter. weights: the checkpoint's, to prove the graph is not stale."""
     where = where or (str(model_path) if not isinstance(model_path, bytes) else "the ONNX graph")
+    choose_providers(options.device)  # a missing GPU provider is the installation's fault, not the file's
     try:
         session = make_session(model_path, options)
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / ... types
-        if isinstance(e, RuntimeError) and "onnxruntime-gpu" in str(e):
-            raise
         raise OnnxModelMismatch(f"ONNX Runtime cannot load {where} ({type(e).__name__}: {e}); the "
                                 f"file is corrupt or from a newer exporter: re-export with "
                                 f"`{EXPORT_COMMAND}`") from e
