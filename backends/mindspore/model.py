@@ -74,7 +74,9 @@ def assign_parameter(param: ms.Parameter, value: np.ndarray) -> None:
     """Copy value into param in place. Not Parameter.set_data: a graph compiled by mindspore.jit
     before a set_data keeps computing with the old weights (MindSpore 2.10); ops.assign writes
     into the memory the graph reads."""
-    ops.assign(param, ms.Tensor(np.ascontiguousarray(value), param.dtype))
+    # reshape: np.ascontiguousarray turns a 0-d array into shape (1,)
+    value = np.ascontiguousarray(value).reshape(tuple(param.shape))
+    ops.assign(param, ms.Tensor(value, param.dtype))
 
 
 def check_inputs(cfg: UnetConfig, x_shape: tuple, self_cond_shape: Optional[tuple]) -> None:

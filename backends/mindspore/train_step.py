@@ -28,6 +28,7 @@ from diffusion_core import training
 from diffusion_core.config import ConfigError
 from diffusion_core.train_config import TrainConfig
 
+from .blocks import GroupNorm
 from .model import assign_parameter
 from .names import mindspore_to_canonical
 from .unet import Unet
@@ -138,9 +139,15 @@ class TrainStep:
         self.self_condition = config.model.unet.self_condition
         unet.set_train(True)
         if precision != "float32":
-            # O2: convolutions and matmuls in half precision, weights kept in float32 (the master
-            # copy AdamW updates); GroupNorm stays float32 (MindSpore's O2 black list).
+            # O2: every cell computes in half precision, weights stay float32 (the master copy
+            # AdamW updates). O2's float32 black list matches nn.GroupNorm by exact type, not
+            # our subclass, so GroupNorm is put back to float32 here (else: "For primitive
+            # [GroupNorm], the input type must be same"). O1 cannot be used: it rewrites the
+            # network's source and fails on MindSpore's own ops.cat ("got _PyboostConcatPrim").
             amp.auto_mixed_precision(unet, "O2", dtype=getattr(ms, precision))
+            for _, cell in unet.cells_and_names():
+                if isinstance(cell, GroupNorm):
+                    cell.to_float(ms.float32)
         params = unet.trainable_params()
         self.canonical = [mindspore_to_canonical(unet.config)[p.name] for p in params]
         self.weights = WeightUpdate(params, config)
