@@ -187,8 +187,8 @@ class TrainStep:
 
     # --- one step from NumPy draws ------------------------------------------------------------
 
-    def micro_batch(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
-        """(scaled loss, grads) of one micro-batch; x0 and the draw are NumPy (host) arrays."""
+    def batch_tensors(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
+        """The loss's inputs as tensors; x0 and the draw are NumPy (host) arrays."""
         def tensor(a):
             return ms.Tensor(np.ascontiguousarray(a, dtype=np.float32))
         x0, noise, t = tensor(x0), tensor(d.noise), tensor(d.t)
@@ -198,8 +198,22 @@ class TrainStep:
             x_t = training.q_sample(x0, noise, sig, sig_n)
             cond = self.estimate_x0(x_t, t, sig, sig_n, cond)
         scale = self.scaler.scale_value if self.scaler is not None else ms.Tensor(1.0, ms.float32)
-        return self.gradients(x0, noise, t, sig, sig_n, tensor(d.target_x0),
-                              tensor(d.target_eps), tensor(d.weight), cond, scale)
+        return (x0, noise, t, sig, sig_n, tensor(d.target_x0), tensor(d.target_eps),
+                tensor(d.weight), cond, scale)
+
+    def micro_batch(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
+        """(scaled loss, grads) of one micro-batch."""
+        return self.gradients(*self.batch_tensors(x0, d, use_self_cond))
+
+    def _update_arguments(self, step_index: int, grad_factor: float) -> tuple:
+        cfg, t = self.config, self.updates + 1
+        lr = learning_rate_at(step_index, cfg)
+        beta1, beta2 = (float(b) for b in cfg.adam_betas)
+        # Bias corrections in float64 on the host, like torch's non-capturable AdamW.
+        values = (grad_factor, 1.0 - lr * cfg.weight_decay, lr / (1.0 - beta1 ** t),
+                  np.sqrt(1.0 - beta2 ** t),
+                  1.0 - ema_decay_at(step_index, cfg.ema_decay, cfg.ema_warmup))
+        return tuple(ms.Tensor(v, ms.float32) for v in values)
 
     def step(self, micro_batches, step_index: int) -> tuple[float, bool]:
         """One optimizer step over an iterable of (x0, draw, use_self_cond); returns (mean loss,
@@ -219,15 +233,8 @@ class TrainStep:
             self.scaler.adjust(ms.Tensor(finite))
             if not finite:
                 return float("nan"), False
-        cfg, t = self.config, self.updates + 1
-        lr = learning_rate_at(step_index, cfg)
-        beta1, beta2 = (float(b) for b in cfg.adam_betas)
-        # Bias corrections in float64 on the host, like torch's non-capturable AdamW.
-        f32 = lambda v: ms.Tensor(v, ms.float32)  # noqa: E731
-        self.update(grads, f32(1.0 / (scale * count)), f32(1.0 - lr * cfg.weight_decay),
-                    f32(lr / (1.0 - beta1 ** t)), f32(np.sqrt(1.0 - beta2 ** t)),
-                    f32(1.0 - ema_decay_at(step_index, cfg.ema_decay, cfg.ema_warmup)))
-        self.updates = t
+        self.update(grads, *self._update_arguments(step_index, 1.0 / (scale * count)))
+        self.updates += 1
         return float(total_loss.asnumpy()) / (scale * count), True
 
     # --- state as canonical NumPy arrays ------------------------------------------------------
