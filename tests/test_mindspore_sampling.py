@@ -1,9 +1,9 @@
 """Sampling through the core on MindSpore, against PyTorch, and checkpoints across the frameworks.
 
 Sampler tolerance: one forward pass agrees to ~1e-6 between the frameworks; a sampler feeds each
-output back in, so differences grow with the steps. Measured on these configs (12 steps, images in
-[-1, 1]): at most 3e-5 for every sampler. The bound 1e-3 is ~30x that and still far below what a
-real discrepancy does (one wrong weight or coefficient moves images by >1e-1).
+output back in, so differences grow with the steps. Measured on these configs (12 steps, images
+in [-1, 1]): at most 5e-5 (Heun; below 1e-6 for the others). The bound 1e-3 is 20x that and still
+far below what a real discrepancy does (one wrong weight or coefficient moves images by >1e-1).
 """
 from __future__ import annotations
 
