@@ -29,7 +29,12 @@ SELF_COND = UnetConfig(image_size=8, channels=3, dim=8, dim_mults=(1, 2), full_a
 
 @pytest.fixture(scope="module")
 def models():
-    """(PyTorch model, MindSpore model in graph mode) per config, on the same weights."""
+    """(PyTorch model, MindSpore model in graph mode) per config, on the same weights.
+
+    PyTorch runs on one thread here: on a shared two-core machine its default two OpenMP threads
+    wait on each other for most of the time (this file took 120 s instead of 20 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     out = {}
     for name, cfg in (("plain", PLAIN), ("self_cond", SELF_COND)):
         torch.manual_seed(3)
@@ -37,7 +42,8 @@ def models():
         unet = bm.build_unet(cfg)
         bm.load_state_from_numpy(unet, bt.state_to_numpy(reference))
         out[name] = (bt.TorchDenoiserModel(reference), bm.MindSporeDenoiserModel(unet, graph=True))
-    return out
+    yield out
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("sampler", list_samplers())
