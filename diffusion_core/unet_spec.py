@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import Iterator, NamedTuple
 
-from .config import ConfigError, UnetConfig
+from .config import UnetConfig
 
 
 class Layer(NamedTuple):
@@ -62,15 +62,6 @@ def time_dim(cfg: UnetConfig) -> int:
 def sinusoidal_dim(cfg: UnetConfig) -> int:
     """Width of the sinusoidal embedding: ceil(dim/2) frequencies, each as a sin and a cos."""
     return 2 * ((cfg.dim + 1) // 2)
-
-
-def check_config(cfg: UnetConfig) -> None:
-    """Refuse configs that UnetConfig accepts but this architecture cannot build."""
-    if cfg.dim % cfg.resnet_block_groups != 0:
-        raise ConfigError(
-            f"resnet_block_groups={cfg.resnet_block_groups} must divide dim={cfg.dim}: the init "
-            f"conv and the final ResnetBlock run at width dim. Use groups that divide {cfg.dim}, "
-            f"or a dim that is a multiple of {cfg.resnet_block_groups}")
 
 
 def _resnet(name: str, c_in: int, c_out: int, size: int, t_dim: int) -> Iterator[Layer]:
@@ -99,7 +90,6 @@ def _level_attention(cfg: UnetConfig, level: int) -> str | None:
 
 def layers(cfg: UnetConfig) -> list[Layer]:
     """Every conv, linear, norm and attention of the Unet in module registration order."""
-    check_config(cfg)
     widths, n_levels, t_dim = cfg.level_widths, len(cfg.dim_mults), time_dim(cfg)
     sizes = [cfg.image_size // 2 ** i for i in range(n_levels)]
     in_channels = cfg.channels * (2 if cfg.self_condition else 1)

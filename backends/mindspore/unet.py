@@ -9,7 +9,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from diffusion_core.config import UnetConfig
-from diffusion_core.unet_spec import check_config, time_dim
+from diffusion_core.unet_spec import time_dim
 
 from .blocks import (Attention, Downsample, GroupNorm, LinearAttention, ResnetBlock, TimeMLP,
                      Upsample, conv2d)
@@ -41,7 +41,6 @@ class Unet(nn.Cell):
 
     def __init__(self, cfg: UnetConfig):
         super().__init__()
-        check_config(cfg)
         self.config = cfg
         self.self_condition = cfg.self_condition
         widths, n_levels, t_dim = cfg.level_widths, len(cfg.dim_mults), time_dim(cfg)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from diffusion_core.config import UnetConfig
-from diffusion_core.unet_spec import check_config, time_dim
+from diffusion_core.unet_spec import time_dim
 
 from .blocks import Attention, Downsample, LinearAttention, ResnetBlock, TimeMLP, Upsample
 
@@ -40,7 +40,6 @@ class Unet(nn.Module):
 
     def __init__(self, cfg: UnetConfig):
         super().__init__()
-        check_config(cfg)
         self.config = cfg
         widths, n_levels, t_dim = cfg.level_widths, len(cfg.dim_mults), time_dim(cfg)
         in_channels = cfg.channels * (2 if cfg.self_condition else 1)
