@@ -89,20 +89,28 @@ def _bools(text: str) -> tuple[bool, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated 0/1 like 0,0,1, got {text!r}")
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The shared command line; every default comes from the dataclasses above."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the description's line breaks (examples) and still show every default."""
+
+
+def build_parser(prog: str, description: str, help_overrides: Optional[dict[str, str]] = None
+                 ) -> argparse.ArgumentParser:
+    """The shared command line; every default comes from the dataclasses above. A trainer says
+    what a flag means for its framework (e.g. --device) through help_overrides."""
     d, u, f, loss = TrainConfig(), UnetConfig(), DiffusionConfig(), LossConfig()
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_HelpFormatter)
     g = p.add_argument_group("data and run")
     g.add_argument("--data", default=d.data, help="'fashion-mnist' (Debian package dataset-fashion-mnist), "
                    "'digits' (scikit-learn's 8x8 digits, upscaled), or a folder of images")
-    g.add_argument("--image-size", type=int, default=None, help="resize folder images to this size")
+    g.add_argument("--image-size", type=int, default=None, help="digits: 8, 16 (default), 24 or 32 "
+                   "(whole-pixel upscaling); fashion-mnist: 28 unless given; a folder: the first "
+                   "image's size unless given")
     g.add_argument("--out", default=d.out, help="run folder: training checkpoint, sample grids, and "
                    "the exported model in <out>/model (config.json + model.safetensors)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where "
                    "its last checkpoint left off (same flags required)")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seeds the initial weights and every NumPy generator (data order, draws)")
     g.add_argument("--device", default=d.device)
     g.add_argument("--num-threads", type=int, default=d.num_threads)
     g = p.add_argument_group("model")
@@ -143,6 +151,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     g.add_argument("--sample-sampler", default=d.sample_sampler)
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     g.add_argument("--log-every", type=int, default=d.log_every)
+    for flag, text in (help_overrides or {}).items():
+        action = next((a for a in p._actions if flag in a.option_strings), None)
+        if action is None:
+            raise ValueError(f"help_overrides names {flag!r}, which is not a flag of the shared parser")
+        action.help = text
     return p
 
 
@@ -166,6 +179,21 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> Tr
                        sample_steps=args.sample_steps, sample_sampler=args.sample_sampler,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        device=args.device, num_threads=args.num_threads, image_size=args.image_size)
+
+
+def checked_config(args: argparse.Namespace, *, image_size: int, channels: int) -> TrainConfig:
+    """from_args, plus the checks every trainer makes before it starts; ConfigError says what to fix."""
+    from .samplers import get_sampler
+    try:
+        config = from_args(args, image_size=image_size, channels=channels)
+        get_sampler(config.sample_sampler)
+    except ValueError as e:  # LossConfig and the sampler registry raise plain ValueErrors
+        raise ConfigError(str(e)) from None
+    diffusion = config.model.diffusion
+    if diffusion.zero_terminal_snr and diffusion.prediction_type == "eps":
+        raise ConfigError("--zero-terminal-snr makes x0 unrecoverable from an eps prediction at t = T-1 "
+                          "(Lin et al. 2023); add --prediction v")
+    return config
 
 
 def load_run_config(out: str | Path) -> TrainConfig:

@@ -15,7 +15,7 @@ import pytest
 ms = pytest.importorskip("mindspore", reason="the MindSpore trainer needs mindspore installed")
 
 import backends.mindspore as bm  # noqa: E402
-from backends.mindspore import train_state  # noqa: E402
+from diffusion_core import run_state  # noqa: E402
 from backends.mindspore.train import Trainer, main  # noqa: E402
 from diffusion_core.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_core.data import load_dataset  # noqa: E402
@@ -30,7 +30,7 @@ def _losses(out: Path) -> list[float]:
 
 def _state(out: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
-    return load_file(str(out / train_state.STATE_FILE))
+    return load_file(str(out / run_state.STATE_FILE))
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +127,11 @@ def test_resume_refuses_changed_settings_and_foreign_state(tmp_path, capsys):
     assert main(run + ["--resume", "--lr", "0.5"]) == 2
     assert "lr: checkpoint 0.0002, now 0.5" in capsys.readouterr().err
     from safetensors.numpy import save_file  # what the PyTorch trainer writes there
-    save_file({"x": np.zeros(1, np.float32)}, str(out / train_state.STATE_FILE),
+    save_file({"x": np.zeros(1, np.float32)}, str(out / run_state.STATE_FILE),
               metadata={"state": json.dumps({"format": "diffusion-toolkit-training-state/1"})})
     assert main(run + ["--resume"]) == 2
     err = capsys.readouterr().err
-    assert "not a MindSpore training checkpoint" in err and "PyTorch trainer" in err
+    assert "not a training checkpoint of this trainer" in err and "PyTorch trainer" in err
 
 
 def test_bf16_is_refused_on_cpu_with_the_reason(tmp_path, capsys):

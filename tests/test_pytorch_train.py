@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch trainer needs torch")
 
-from backends.pytorch import trainer_state  # noqa: E402
+from diffusion_core import run_state  # noqa: E402
 from backends.pytorch.train import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def _losses(out: Path) -> list[float]:
 
 def _state(out: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
-    return load_file(str(out / trainer_state.STATE_FILE))
+    return load_file(str(out / run_state.STATE_FILE))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_resume_errors(tmp_path, capsys):
     assert "lr: checkpoint 0.0002, now 0.001" in err and "model.unet.dim: checkpoint 8, now 12" in err
     assert main(run + ["--resume", "--steps", "3", "--log-every", "1"]) == 0  # longer: allowed
     capsys.readouterr()
-    state = out / trainer_state.STATE_FILE
+    state = out / run_state.STATE_FILE
     state.write_bytes(state.read_bytes()[:-100])                          # a torn file
     assert "truncated or corrupt" in _error(capsys, run + ["--resume", "--steps", "4"])
 

@@ -27,18 +27,18 @@ from typing import Optional
 
 import numpy as np
 
-from diffusion_core import training
+from diffusion_core import run_state, training
 from diffusion_core.checkpoint import CheckpointError, save_checkpoint
 from diffusion_core.config import ConfigError, ModelConfig
 from diffusion_core.data import DataError, Dataset, EpochSampler, load_dataset, make_grid, save_png
-from diffusion_core.samplers import get_sampler, sample
-from diffusion_core.train_config import TrainConfig, build_parser, from_args
+from diffusion_core.samplers import sample
+from diffusion_core.train_config import TrainConfig, build_parser, checked_config
 
-from . import train_state
 
 GRID_SEED = 1234          # the same starting noise for every grid, so grids compare across steps
 GRID_COUNT = 16
 LOG_FILE = "train_log.jsonl"
+STATE_FORMAT = "diffusion-toolkit-mindspore-training-state/1"
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,22 +46,10 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = build_parser("python -m backends.mindspore.train", __doc__)
-    for flag, text in {
-            "--image-size": "digits: 8, 16 (default), 24 or 32; fashion-mnist: 28 unless given; "
-                            "a folder: the first image's size unless given",
-            "--seed": "seeds the initial weights and every NumPy generator (data order, draws)",
-            "--device": "auto (MindSpore's default device), cpu, gpu or ascend",
-            "--num-threads": "CPU threads for MindSpore's kernels (0: its default)",
-            "--bf16": "bfloat16 mixed precision (GPU/Ascend; MindSpore has no bfloat16 CPU kernels)",
-    }.items():
-        parser._option_string_actions[flag].help = text
-    parser.formatter_class = _HelpFormatter
-    return parser
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and still show every default."""
+    return build_parser("python -m backends.mindspore.train", __doc__, help_overrides={
+        "--device": "auto (MindSpore's default device), cpu, gpu or ascend",
+        "--num-threads": "CPU threads for MindSpore's kernels (0: its default)",
+        "--bf16": "bfloat16 mixed precision (GPU/Ascend; MindSpore has no bfloat16 CPU kernels)"})
 
 
 class Trainer:
@@ -170,7 +158,7 @@ class Trainer:
         meta = {"step": self.step, "loss": self.last_loss, "framework": self.framework,
                 "precision": self.precision, "train_config": json.loads(self.config.to_json()),
                 "data_sampler": self.sampler.state(), "draws_rng": self.draw_rng.bit_generator.state}
-        train_state.save_state(self.out, self.step_fn.state_tensors(), meta)
+        run_state.save_state(self.out, self.step_fn.state_tensors(), meta, STATE_FORMAT)
         self.export()
 
     def export(self) -> Path:
@@ -183,16 +171,18 @@ class Trainer:
                                sample_grid=self.last_grid)
 
     def resume(self) -> None:
-        tensors, meta = train_state.load_state(self.out)
-        train_state.check_resumable(meta, self.config)
+        tensors, meta = run_state.load_state(self.out, STATE_FORMAT, foreign_hint=(
+            "it was written by the PyTorch trainer: resume it with python -m backends.pytorch.train, "
+            "or start a MindSpore run from its exported model"))
+        run_state.check_resumable(meta, self.config)
         if meta.get("precision", "float32") != self.precision:
-            raise train_state.ResumeError(
+            raise run_state.ResumeError(
                 f"--resume: the checkpoint trained in {meta.get('precision')} and this run asks "
                 f"for {self.precision}; use the same precision flags")
         try:
             self.step_fn.load_state_tensors(tensors)
         except KeyError as e:
-            raise train_state.ResumeError(f"the training checkpoint lacks tensor {e}; restart the "
+            raise run_state.ResumeError(f"the training checkpoint lacks tensor {e}; restart the "
                                           "run without --resume in a new --out folder") from None
         self.sampler.load_state(meta["data_sampler"])
         self.draw_rng.bit_generator.state = meta["draws_rng"]
@@ -210,26 +200,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         from . import prepare
         prepare(None if args.device == "auto" else args.device, args.num_threads)
         dataset = load_dataset(args.data, args.image_size)
-        try:
-            config = from_args(args, image_size=dataset.image_size, channels=dataset.channels)
-            get_sampler(config.sample_sampler)
-        except ValueError as e:  # LossConfig and the sampler registry raise plain ValueErrors
-            raise ConfigError(str(e)) from None
-        if config.model.diffusion.zero_terminal_snr and config.model.diffusion.prediction_type == "eps":
-            raise ConfigError("--zero-terminal-snr makes x0 unrecoverable from an eps prediction at "
-                              "t = T-1 (Lin et al. 2023); add --prediction v")
+        config = checked_config(args, image_size=dataset.image_size, channels=dataset.channels)
         out = Path(config.out)
-        if not args.resume and (out / train_state.STATE_FILE).exists():
-            raise train_state.ResumeError(f"{out} already holds a run; add --resume to continue "
-                                          "it, or choose another --out")
+        run_state.refuse_to_overwrite(out, args.resume)
         trainer = Trainer(config, dataset, f"python -m backends.mindspore.train {shlex.join(argv)}")
         if args.resume:
             trainer.resume()
         out.mkdir(parents=True, exist_ok=True)
-        train_state.write_atomically(out / train_state.RUN_CONFIG_FILE, config.to_json().encode())
+        run_state.write_atomically(out / run_state.RUN_CONFIG_FILE, config.to_json().encode())
         trainer.run()
         return 0
-    except (ConfigError, DataError, CheckpointError, train_state.ResumeError) as e:
+    except (ConfigError, DataError, CheckpointError, run_state.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)  # a setting or a file to fix: one line
         return 2
     except TrainingDiverged as e:

@@ -23,7 +23,6 @@ self-conditioning coin. That is what makes --resume exact and keeps the backends
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -36,12 +35,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from diffusion_core import training
+from diffusion_core import run_state, training
 from diffusion_core.checkpoint import CheckpointError, save_checkpoint
 from diffusion_core.config import ConfigError
 from diffusion_core.data import DataError, Dataset, EpochSampler, load_dataset, make_grid, save_png
-from diffusion_core.samplers import get_sampler, sample
-from diffusion_core.train_config import TrainConfig, build_parser, from_args
+from diffusion_core.samplers import sample
+from diffusion_core.train_config import TrainConfig, build_parser, checked_config
 
 from . import distributed, trainer_state
 from .ema import EMA
@@ -57,25 +56,14 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_arg_parser():
-    parser = build_parser("python -m backends.pytorch.train", __doc__)
-    # What these shared flags mean for this trainer (the shared parser leaves some unexplained).
-    for flag, text in {
-            "--image-size": "digits: 8, 16 (default), 24 or 32 (whole-pixel upscaling); fashion-mnist: "
-                            "28 unless given; a folder: the first image's size unless given",
-            "--seed": "seeds the initial weights and every NumPy generator (data order, draws)",
-            "--device": "auto (cuda if PyTorch sees a GPU, else cpu), cpu, cuda or cuda:N",
-            "--num-threads": "CPU threads for PyTorch; 0: the cores this process may use, divided "
-                             "among the processes of a torchrun"}.items():
-        parser._option_string_actions[flag].help = text
+    parser = build_parser("python -m backends.pytorch.train", __doc__, help_overrides={
+        "--device": "auto (cuda if PyTorch sees a GPU, else cpu), cpu, cuda or cuda:N",
+        "--num-threads": "CPU threads for PyTorch; 0: the cores this process may use, divided "
+                         "among the processes of a torchrun"})
     group = parser.add_argument_group("PyTorch only (do not change what is trained)")
     group.add_argument("--compile", action="store_true", help="torch.compile the Unet (GPU): about a "
                        "minute of compiling for 10-20%% fewer milliseconds per step on an H200")
-    parser.formatter_class = _HelpFormatter
     return parser
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and still show every default."""
 
 
 class Trainer:
@@ -306,18 +294,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         info, device = distributed.setup(args.device)
         configure_torch(device, args.num_threads, int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size)))
         dataset = load_dataset(args.data, args.image_size)
-        try:
-            config = from_args(args, image_size=dataset.image_size, channels=dataset.channels)
-            get_sampler(config.sample_sampler)
-        except ValueError as e:  # LossConfig and the sampler registry raise plain ValueErrors
-            raise ConfigError(str(e)) from None
-        if config.model.diffusion.zero_terminal_snr and config.model.diffusion.prediction_type == "eps":
-            raise ConfigError("--zero-terminal-snr makes x0 unrecoverable from an eps prediction at t = T-1 "
-                              "(Lin et al. 2023); add --prediction v")
+        config = checked_config(args, image_size=dataset.image_size, channels=dataset.channels)
         out = Path(config.out)
-        if not args.resume and (out / trainer_state.STATE_FILE).exists():
-            raise trainer_state.ResumeError(f"{out} already holds a run; add --resume to continue it, "
-                                            "or choose another --out")
+        run_state.refuse_to_overwrite(out, args.resume)
         launcher = (f"torchrun --nproc_per_node {info.world_size} -m backends.pytorch.train"
                     if info.enabled else "python -m backends.pytorch.train")
         trainer = Trainer(config, dataset, info, device, f"{launcher} {shlex.join(argv)}", args.compile)
@@ -325,10 +304,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             trainer.resume()
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            trainer_state.write_atomically(out / trainer_state.RUN_CONFIG_FILE, config.to_json().encode())
+            run_state.write_atomically(out / run_state.RUN_CONFIG_FILE, config.to_json().encode())
         trainer.run()
         return 0
-    except (ConfigError, DataError, CheckpointError, trainer_state.ResumeError) as e:
+    except (ConfigError, DataError, CheckpointError, run_state.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)  # a setting or a file to fix: one line, no traceback
         return 2
     except (TrainingDiverged, distributed.ReplicasDiverged) as e:

@@ -1,4 +1,4 @@
-"""The training checkpoint: everything `--resume` needs to continue a run exactly, in one file.
+"""What the PyTorch trainer puts in the run's checkpoint (the file itself: diffusion_core/run_state.py).
 
     <out>/training_state.safetensors
         tensors   model.<name>, ema.<name>            float32 weights (canonical names)
@@ -8,48 +8,23 @@
                   and, per rank, the draws of training.draw), optimizer hyper-parameters, loss
     <out>/train_config.json                           the run's TrainConfig, for people and tools
 
-One file means the tensors and their JSON can never come from two different saves. It is written
-to a temporary name, fsynced and renamed over the old one (os.replace is atomic), so a crash
-leaves the previous checkpoint. Nothing is pickled: safetensors for tensors, JSON for the rest.
+Written atomically as one file, so tensors and JSON always come from the same save; no pickle.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from diffusion_core import run_state
+from diffusion_core.run_state import ResumeError
 from diffusion_core.train_config import TrainConfig
 
-STATE_FILE = "training_state.safetensors"
-RUN_CONFIG_FILE = "train_config.json"
 STATE_FORMAT = "diffusion-toolkit-training-state/1"
-
-# TrainConfig fields a resumed run may change: they steer monitoring, length and hardware, not the
-# maths of a step. Everything else must match the checkpoint.
-FREE_ON_RESUME = frozenset({"out", "steps", "log_every", "sample_every", "sample_steps", "sample_sampler",
-                            "checkpoint_every", "device", "num_threads", "bf16"})
-
-
-class ResumeError(ValueError):
-    """A training checkpoint that cannot be continued; the message says what differs or is broken."""
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, os.replace: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# bf16 autocast changes the rounding of a step but not its maths, so the PyTorch trainer lets a
+# resumed run switch it (the MindSpore trainer does not: its float16 path scales the loss).
+FREE_ON_RESUME = run_state.FREE_ON_RESUME | {"bf16"}
 
 
 # --- optimizer ----------------------------------------------------------------------------------
@@ -90,68 +65,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
 # --- the file -----------------------------------------------------------------------------------
 
 def save_state(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write the training checkpoint atomically (tensors are copied to CPU, made contiguous)."""
-    from safetensors.torch import save
-    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    meta = {**meta, "format": STATE_FORMAT}
-    path = Path(out) / STATE_FILE
-    write_atomically(path, save(cpu, metadata={"state": json.dumps(meta)}))
-    return path
+    """Write the training checkpoint atomically (diffusion_core/run_state.py), tensors as NumPy."""
+    arrays = {k: v.detach().to("cpu").contiguous().numpy() for k, v in tensors.items()}
+    return run_state.save_state(out, arrays, meta, STATE_FORMAT)
 
 
 def load_state(out: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read <out>/training_state.safetensors: (tensors on CPU, JSON state); ResumeError if broken."""
-    from safetensors import SafetensorError, safe_open
-    path = Path(out) / STATE_FILE
-    if not path.is_file():
-        raise ResumeError(f"--resume: {path} does not exist, so there is no run to continue in "
-                          f"{out}; drop --resume to start a new run there")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta_text = (f.metadata() or {}).get("state")
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ResumeError(f"{path} is truncated or corrupt ({e}); restart the run without --resume "
-                          "in a new --out folder") from e
-    try:
-        meta = json.loads(meta_text or "")
-    except json.JSONDecodeError:
-        meta = {}
-    if meta.get("format") != STATE_FORMAT:
-        raise ResumeError(f"{path} is not a training checkpoint of this trainer (format "
-                          f"{meta.get('format')!r}, expected {STATE_FORMAT!r})")
-    return tensors, meta
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
-def config_differences(saved: dict, now: TrainConfig) -> list[str]:
-    """'name: checkpoint X, now Y' for every field that must match on resume but does not."""
-    current = json.loads(now.to_json())
-    a, b = _flatten(saved), _flatten(current)
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key.split(".")[0] in FREE_ON_RESUME or key.startswith("model.notes"):
-            continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            diffs.append(f"{key}: checkpoint {a.get(key, '<absent>')!r}, now {b.get(key, '<absent>')!r}")
-    return diffs
+    """(tensors on CPU, JSON state) of the run in `out`; ResumeError if absent or broken."""
+    arrays, meta = run_state.load_state(out, STATE_FORMAT, foreign_hint=(
+        "it was written by another trainer: resume it with that trainer, or start a PyTorch run "
+        "from its exported model"))
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}, meta
 
 
 def check_resumable(meta: dict, config: TrainConfig, world_size: int) -> None:
-    diffs = config_differences(meta["train_config"], config)
-    if diffs:
-        raise ResumeError("--resume: these settings differ from the checkpoint's, so the run cannot "
-                          "continue exactly: " + "; ".join(diffs) + ". Use the original flags "
-                          f"(see {RUN_CONFIG_FILE}) or start a new run in another --out")
-    if meta["world_size"] != world_size:
-        raise ResumeError(f"--resume: the checkpoint was written by {meta['world_size']} process(es) "
-                          f"and this run has {world_size}; each process draws its own noise, so use "
-                          f"torchrun --nproc_per_node {meta['world_size']} (or 1 process: no torchrun)")
+    run_state.check_resumable(meta, config, free=FREE_ON_RESUME, world_size=world_size)
