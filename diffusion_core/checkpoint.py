@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .config import ConfigError, ModelConfig
+from .files import fsync_folder
 from .model_card import render_card
 
 CONFIG_FILE = "config.json"
@@ -66,17 +67,6 @@ def write_durably(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make renames and new entries in a folder durable (POSIX; Windows cannot open folders)."""
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_replaceable(target: Path) -> None:
     """Refuse to replace a folder holding anything but checkpoint files: the swap deletes it."""
     if target.exists() and not target.is_dir():
@@ -104,7 +94,7 @@ def swap_into_place(staging: Path, target: Path) -> None:
     in a `.{name}.previous-*` sibling, which load_checkpoint points out.
     """
     _check_replaceable(target)
-    _fsync_folder(staging)
+    fsync_folder(staging)
     previous = None
     if target.exists():
         previous = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:8]}"
@@ -115,7 +105,7 @@ def swap_into_place(staging: Path, target: Path) -> None:
         if previous is not None:
             os.rename(previous, target)  # put the old checkpoint back before reporting
         raise
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
 

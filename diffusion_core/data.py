@@ -19,12 +19,15 @@ Also `make_grid` and `save_png`, to turn a batch of samples into one picture on 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from .files import write_atomically
 
 DATA_DIR_ENV = "DIFFUSION_DATA_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -236,21 +239,11 @@ def make_grid(images: np.ndarray, columns: Optional[int] = None, padding: int = 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 (H, W[, C]) array as PNG atomically: temp file, fsync, os.replace."""
     from PIL import Image
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(image)
     array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            Image.fromarray(array.astype(np.uint8)).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    return write_atomically(path, buffer.getvalue())
 
 
 # --- batch order --------------------------------------------------------------------------------

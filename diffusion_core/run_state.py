@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from .files import write_atomically
 from .train_config import TrainConfig
 
 STATE_FILE = "training_state.safetensors"
@@ -33,22 +34,6 @@ FREE_ON_RESUME = frozenset({"out", "steps", "log_every", "sample_every", "sample
 
 class ResumeError(ValueError):
     """A training checkpoint that cannot be continued; the message says what differs or is broken."""
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, os.replace: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_state(out: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict, fmt: str) -> Path:

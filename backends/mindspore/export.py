@@ -79,25 +79,17 @@ def export_mindspore_unet(unet, config: ModelConfig):
 
 def verify_against_mindspore(data: bytes, unet, config: ModelConfig, weights,
                              batch: int = 3) -> float:
-    """Run the graph in ONNX Runtime and the Unet in MindSpore (normal, not decomposed) on one
-    random batch at three timesteps (one fractional); return the max abs difference."""
-    from backends.onnx.runtime import RuntimeOptions, load_onnx_model
+    """max_difference (backends/onnx/export.py) with the MindSpore Unet (normal, not decomposed)
+    as the reference."""
+    from backends.onnx.export import max_difference
 
     from .model import MindSporeDenoiserModel
-    cfg = config.unet
-    onnx_model = load_onnx_model(data, config, weights, RuntimeOptions(device="cpu"),
-                                 where="the new graph")
     ms_model = MindSporeDenoiserModel(unet, graph=False)
-    rng = np.random.default_rng(0)
-    shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
-    worst = 0.0
-    for t in (0.0, 421.5, config.diffusion.num_train_timesteps - 1.0):
-        x = rng.standard_normal(shape, dtype=np.float32)
-        cond = rng.standard_normal(shape, dtype=np.float32) if cfg.self_condition else None
-        want = ms_model(ms_model.ops.asarray(x), t,
+
+    def reference(x, t, cond):
+        return ms_model(ms_model.ops.asarray(x), t,
                         None if cond is None else ms_model.ops.asarray(cond)).asnumpy()
-        worst = max(worst, float(np.abs(onnx_model(x, t, cond) - want).max()))
-    return worst
+    return max_difference(data, config, weights, reference, batch)
 
 
 def export_checkpoint(folder: str | os.PathLike, verify: bool = True,

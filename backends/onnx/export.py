@@ -19,7 +19,6 @@ import argparse
 import logging
 import os
 import sys
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from diffusion_core.config import ModelConfig
+from diffusion_core.files import write_atomically
 
 from .runtime import (INPUT_SELF_COND, INPUT_T, INPUT_X, META_EXPORTER, META_FORMAT_VERSION,
                       META_UNET_CONFIG, META_WEIGHTS_SHA256, RuntimeOptions, load_onnx_model,
@@ -120,32 +120,13 @@ def write_model_onnx(folder: str | os.PathLike, data: bytes) -> Path:
     The temporary file sits in the same folder (so the rename cannot cross file systems) and is
     removed if anything fails, because checkpoint saving refuses folders holding foreign files.
     """
-    folder = Path(folder)
-    target = folder / ONNX_FILE
-    temporary = folder / f".{ONNX_FILE}.incoming-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    if os.name != "nt":  # make the rename itself durable
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return target
+    return write_atomically(Path(folder) / ONNX_FILE, data, durable=True)
 
 
-def verify_against_pytorch(data: bytes, unet, config: ModelConfig,
-                           weights: Mapping[str, np.ndarray], batch: int = 3) -> float:
-    """Run the graph in ONNX Runtime and the Unet in PyTorch on one random batch at three
-    timesteps (one fractional); return the max abs difference of the outputs."""
-    import torch
-
+def max_difference(data: bytes, config: ModelConfig, weights: Mapping[str, np.ndarray], reference,
+                   batch: int = 3) -> float:
+    """Run the graph in ONNX Runtime and `reference(x, t, x_self_cond) -> NumPy` (the framework the
+    graph came from) on one random batch at three timesteps (one fractional); max abs difference."""
     cfg = config.unet
     model = load_onnx_model(data, config, weights, RuntimeOptions(device="cpu"), where="the new graph")
     rng = np.random.default_rng(0)
@@ -154,11 +135,20 @@ def verify_against_pytorch(data: bytes, unet, config: ModelConfig,
     for t in (0.0, 421.5, config.diffusion.num_train_timesteps - 1.0):
         x = rng.standard_normal(shape, dtype=np.float32)
         cond = rng.standard_normal(shape, dtype=np.float32) if cfg.self_condition else None
-        with torch.inference_mode():
-            want = unet(torch.from_numpy(x), torch.full((batch,), t),
-                        None if cond is None else torch.from_numpy(cond)).numpy()
-        worst = max(worst, float(np.abs(model(x, t, cond) - want).max()))
+        worst = max(worst, float(np.abs(model(x, t, cond) - reference(x, t, cond)).max()))
     return worst
+
+
+def verify_against_pytorch(data: bytes, unet, config: ModelConfig,
+                           weights: Mapping[str, np.ndarray], batch: int = 3) -> float:
+    """max_difference with the PyTorch Unet as the reference."""
+    import torch
+
+    def reference(x, t, cond):
+        with torch.inference_mode():
+            return unet(torch.from_numpy(x), torch.full((len(x),), t),
+                        None if cond is None else torch.from_numpy(cond)).numpy()
+    return max_difference(data, config, weights, reference, batch)
 
 
 def export_checkpoint(folder: str | os.PathLike, opset: int = DEFAULT_OPSET,

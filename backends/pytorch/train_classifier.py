@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "diffusion_core" / "quality"))
     args = p.parse_args(argv)
 
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
+
+    from diffusion_core.files import write_atomically
 
     from diffusion_core.data import DataError, load_fashion_mnist
     from diffusion_core.quality import frechet_distance, kernel_distance, load_classifier
@@ -93,9 +94,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     weights = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
-    tmp = out / ".fashion_classifier.safetensors.tmp"
-    save_file(weights, str(tmp))
-    os.replace(tmp, out / "fashion_classifier.safetensors")
+    write_atomically(out / "fashion_classifier.safetensors", save(weights))
     # The yardstick's floor: 500 training images against 500 held-out test images (as the
     # quality benchmark compares 500 samples with the test set), and the full sets.
     clf = load_classifier(out / "fashion_classifier.safetensors")
@@ -111,8 +110,7 @@ def main(argv=None) -> int:
         "floor_fd_10k_train_vs_10k_test": round(frechet_distance(f_train, f_test), 3),
         "floor_kid_500_train_vs_500_test": round(kernel_distance(a, b, subsets=20)[0], 5),
     }
-    (out / ".fashion_classifier.json.tmp").write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(out / ".fashion_classifier.json.tmp", out / "fashion_classifier.json")
+    write_atomically(out / "fashion_classifier.json", (json.dumps(info, indent=2) + "\n").encode())
     print(json.dumps(info, indent=2))
     return 0
 
