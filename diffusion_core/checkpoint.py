@@ -172,8 +172,7 @@ def save_checkpoint(folder: str | os.PathLike, config: ModelConfig, weights: Map
         files[ONNX_FILE] = bytes(onnx_bytes)
     if sample_grid is not None:
         files[SAMPLES_FILE] = _png_bytes(sample_grid)
-    files[CARD_FILE] = render_card(config, has_samples=SAMPLES_FILE in files,
-                                   has_onnx=ONNX_FILE in files, extra=card_extra).encode()
+    files[CARD_FILE] = render_card(config, has_samples=SAMPLES_FILE in files, extra=card_extra).encode()
     staging = staging_folder(target)
     try:
         for name, data in files.items():

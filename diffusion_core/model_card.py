@@ -57,8 +57,7 @@ def _note_value(value: Any) -> str:
     return " ".join(text.split())  # one line per note, whatever the note holds
 
 
-def render_card(config: ModelConfig, *, has_samples: bool = False, has_onnx: bool = False,
-                extra: str = "") -> str:
+def render_card(config: ModelConfig, *, has_samples: bool = False, extra: str = "") -> str:
     """The whole README.md: front matter, a summary table, training notes, samples, usage."""
     unet, diffusion = config.unet, config.diffusion
     title = config.notes.get("title") or f"Unconditional diffusion model ({unet.image_size}x{unet.image_size})"
@@ -84,7 +83,8 @@ def render_card(config: ModelConfig, *, has_samples: bool = False, has_onnx: boo
     body = [f"# {title}", "",
             f"A denoising diffusion model (DDPM, Ho et al. 2020) trained with {LIBRARY_NAME}. "
             "`config.json` holds every hyper-parameter below; `model.safetensors` holds the float32 "
-            "weights" + (", and `model.onnx` the exported graph." if has_onnx else "."), "",
+            "weights; `model.onnx`, where present, is the exported graph for ONNX Runtime "
+            "(`python -m backends.onnx.export <folder>` adds it).", "",
             "| Setting | Value |", "| --- | --- |"]
     body += [f"| {name} | {value} |" for name, value in rows]
     notes = {k: v for k, v in sorted(config.notes.items()) if k not in _METADATA_NOTES}
@@ -97,9 +97,10 @@ def render_card(config: ModelConfig, *, has_samples: bool = False, has_onnx: boo
     if has_samples:
         body += ["", "## Samples", "", "![Samples drawn from this model](samples.png)"]
     body += ["", "## Usage", "", "```bash", "python -m diffusion_core.hub pull <repo-id>", "```", "",
-             "```python", "from diffusion_core.checkpoint import load_checkpoint",
-             "from diffusion_core.hub import pull", "",
-             'checkpoint = load_checkpoint(pull("<repo-id>"))', "```"]
+             "```python", "from backends import load_model", "from diffusion_core.hub import pull", "",
+             'model = load_model("pytorch", pull("<repo-id>"))   # or "onnxruntime", "mindspore"',
+             'images = model.sample(batch_size=16, sampler="dpmpp_2m", steps=20, seed=0)  # [-1, 1]',
+             "```"]
     if extra.strip():
         body += ["", extra.strip()]
     return front_matter(config) + "\n" + "\n".join(body) + "\n"

@@ -1,0 +1,73 @@
+"""Turn a training run into the shipped models/default checkpoint folder.
+
+    python scripts/publish_default_model.py runs/default [--quality bench/results/quality.md]
+
+Takes the run's exported EMA weights (<run>/model), records the exact command that reproduces
+them (the run's command with --steps set to the step count they come from: the trainer's draws,
+warm-ups and EMA do not depend on the total), draws a 64-image sample grid, exports model.onnx
+(checked against PyTorch), adds the yardstick table to the model card, and saves it all atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends import load_model  # noqa: E402
+from diffusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from diffusion_core.config import ModelConfig  # noqa: E402
+from diffusion_core.data import make_grid  # noqa: E402
+
+YARDSTICK = """## Quality
+
+Measured by the project's yardstick (Frechet distance and KID on the features of a small
+Fashion-MNIST classifier shipped in `diffusion_core/quality/`; FID's Inception network is not
+available offline and is a poor judge of 28x28 garments). Reproduce with `python bench/quality.py`.
+
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a run folder of backends.pytorch.train (holding model/)")
+    p.add_argument("--out", default=str(ROOT / "models" / "default"))
+    p.add_argument("--quality", default=None, help="quality.md written by bench/quality.py")
+    args = p.parse_args()
+
+    exported = load_checkpoint(Path(args.run) / "model")
+    notes = dict(exported.config.notes)
+    steps = int(notes["steps"])
+    command = re.sub(r"--steps \d+", f"--steps {steps}", notes["training_command"])
+    notes.update(training_command=command, title="DDPM on Fashion-MNIST (diffusion-toolkit default model)",
+                 reproduce=f"STEPS={steps} bash scripts/train_default_model.sh runs/default",
+                 license="mit")
+    config = ModelConfig(unet=exported.config.unet, diffusion=exported.config.diffusion, notes=notes)
+
+    model = load_model("pytorch", exported, device="cpu")
+    grid = make_grid(model.sample(batch_size=64, sampler="dpmpp_2m", steps=20, seed=0))
+    extra = ["## Reproduce", "", "```bash", notes["reproduce"], "```", "",
+             "Samples above: 64 images, DPM-Solver++(2M), 20 steps, seed 0."]
+    if args.quality:
+        extra += ["", YARDSTICK + Path(args.quality).read_text()]
+
+    # model.onnx comes from the exporter, which reads a checkpoint folder: stage one, export it,
+    # then save the final folder with the graph inside it in one atomic step.
+    from backends.onnx.export import export_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = save_checkpoint(Path(tmp) / "staged", config, exported.weights)
+        result = export_checkpoint(staged)
+        onnx_bytes = result.path.read_bytes()
+    out = save_checkpoint(args.out, config, exported.weights, onnx_bytes=onnx_bytes, sample_grid=grid,
+                          card_extra="\n".join(extra))
+    print(f"wrote {out} (step {steps}; model.onnx opset {result.opset}, "
+          f"max |ORT - PyTorch| = {result.max_abs_diff:.2g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
