@@ -15,11 +15,10 @@ X0 = RNG.uniform(-1, 1, (4, 1, 3, 3))
 EPS = RNG.standard_normal((4, 1, 3, 3))
 
 
-@pytest.mark.parametrize("abar", [0.9999, 0.5, 1e-4, 0.0])
-@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+# at zero SNR (abar = 0) an eps-prediction carries no information about x0 (Lin et al. 2023)
+@pytest.mark.parametrize("kind,abar", [(k, a) for k in ("eps", "x0", "v") for a in (0.9999, 0.5, 1e-4, 0.0)
+                                       if (k, a) != ("eps", 0.0)])
 def test_conversions_round_trip(kind, abar):
-    if abar == 0.0 and kind == "eps":
-        pytest.skip("at zero SNR eps carries no information about x0 (Lin et al. 2023)")
     x_t = np.sqrt(abar) * X0 + np.sqrt(1 - abar) * EPS
     raw = from_eps_x0(EPS, X0, abar, kind)
     eps, x0 = to_eps_x0(raw, x_t, abar, kind)
