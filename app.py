@@ -23,6 +23,7 @@ from typing import Optional, Sequence  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from webapp import CompareResult, DiffusionService  # noqa: E402
+from webapp.outbox import PngOutbox  # noqa: E402
 from webapp.service import (DEFAULT_MAX_BATCH, DEFAULT_TORCH_THREADS, MAX_BATCH_ENV, MODEL_DIR_ENV,  # noqa: E402
                             TORCH_THREADS_ENV, env_int)
 
@@ -69,6 +70,7 @@ def build_demo(service: DiffusionService, concurrency: int = DEFAULT_CONCURRENCY
     usable = [s.name for s in service.backend_statuses() if s.available]
     first = usable[0] if usable else (names[0] if names else None)
     samplers = service.sampler_choices()
+    outbox = PngOutbox()   # images go to the page as files of our own (see webapp/outbox.py)
 
     def page_state():
         """On each page load: the current model (someone may have pulled another) and backends."""
@@ -80,13 +82,14 @@ def build_demo(service: DiffusionService, concurrency: int = DEFAULT_CONCURRENCY
         with shown_in_page():
             result = service.generate(backend, sampler, steps, eta, seed, batch_size,
                                       progress=lambda done, what: progress(done, desc=what))
-        return result.grid, result.frames, result.summary
+        frames = [(outbox.save(frame), caption) for frame, caption in result.frames]
+        return outbox.save(result.grid), frames, result.summary
 
     def compare(backends, sampler, steps, seed, batch_size, reference, progress=gr.Progress()):
         with shown_in_page():
             result: CompareResult = service.compare(backends, sampler, steps, seed, batch_size, reference,
                                                     progress=lambda done, what: progress(done, desc=what))
-        grids = [(run.grid, run.title) for run in result.runs if run.grid is not None]
+        grids = [(outbox.save(run.grid), run.title) for run in result.runs if run.grid is not None]
         return grids, result.table()
 
     def pull(repo_id, revision):

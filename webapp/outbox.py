@@ -1,0 +1,54 @@
+"""PNG files for the page's images, written by us instead of by Gradio.
+
+Why: Gradio caches a NumPy image under the hash of its bytes and writes it there in place
+(gradio 6, processing_utils.save_pil_to_cache). The same seed gives the same bytes, so two
+visitors who ask for the same thing at once write one cache file together, and one of them can be
+sent a file that the other has just truncated (seen as "Too little data for declared
+Content-Length" with eight concurrent requests). A file path instead goes through Gradio's
+save_file_to_cache, which copies under a temporary name and renames into place. Each image here
+gets a name of its own, so no two requests ever share a file before that copy.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+KEEP_SECONDS = 600   # Gradio copies a returned file at once; ours are kept a while for safety
+
+
+class PngOutbox:
+    """A private folder of uniquely named PNGs; files older than keep_seconds are removed."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, keep_seconds: float = KEEP_SECONDS):
+        # Under the system temp folder by default: Gradio serves returned files from there.
+        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="diffusion-toolkit-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.keep_seconds = keep_seconds
+
+    def save(self, image: np.ndarray) -> str:
+        """(H, W) or (H, W, C) uint8 -> the path of a new PNG holding it."""
+        self.prune()
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+        path = self.folder / f"{uuid.uuid4().hex}.png"
+        tmp = path.with_suffix(".incoming")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)     # a reader of this name sees the whole file or none
+        return str(path)
+
+    def prune(self) -> None:
+        """Remove files older than keep_seconds; another request's newer files stay."""
+        cutoff = time.time() - self.keep_seconds
+        for entry in self.folder.glob("*.png"):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+            except FileNotFoundError:   # a concurrent prune got there first
+                pass
