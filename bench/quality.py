@@ -6,7 +6,8 @@ For each sampler and step count, draws --samples images (same seed for all) and 
 Frechet distance (FD) and KID between their classifier features and those of the Fashion-MNIST
 test set (diffusion_core/quality). The floor is the same measure for --samples real training
 images. Prints a table and writes quality.md, quality.json and quality.png (FD against the number
-of model evaluations, one line per sampler) into --out.
+of model evaluations, one line per sampler) into --out. --option KEY=VALUE (repeatable) passes a
+sampler option to every run, e.g. `--samplers heun --option karras_sigmas=true --no-ddpm-1000`.
 """
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ from diffusion_core.data import load_fashion_mnist  # noqa: E402
 from diffusion_core.quality import frechet_distance, kernel_distance, load_classifier  # noqa: E402
 
 
-def generate(loaded, sampler: str, steps: int, n: int, batch: int, seed: int) -> np.ndarray:
+def generate(loaded, sampler: str, steps: int, n: int, batch: int, seed: int, **options) -> np.ndarray:
     """n images in batches; batch b uses seed + b, so any batch size gives the same images."""
     out = []
     for b, start in enumerate(range(0, n, batch)):
         out.append(loaded.sample(batch_size=min(batch, n - start), sampler=sampler, steps=steps,
-                                 seed=seed + b))
+                                 seed=seed + b, **options))
     return np.clip(np.concatenate(out), -1.0, 1.0)
 
 
@@ -70,7 +71,8 @@ def plot(results: list[dict], floor: float, path: Path, title: str) -> None:
 def markdown(results: list[dict], floor: dict, steps: list[int], meta: dict) -> str:
     lines = [f"Model `{meta['model']}` on {meta['backend']} ({meta['device']}), {meta['samples']} samples "
              f"per cell against the {meta['reference']} Fashion-MNIST test images; floor (real training "
-             f"images): FD {floor['fd']:.2f}, KID {floor['kid']:.3f}.", "",
+             f"images): FD {floor['fd']:.2f}, KID {floor['kid']:.3f}."
+             + (f" Sampler options: {meta['options']}." if meta.get("options") else ""), "",
              "FD (lower is better; model evaluations in brackets):", "",
              "| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |",
              "|---|" + "---|" * len(steps)]
@@ -91,6 +93,17 @@ def markdown(results: list[dict], floor: dict, steps: list[int], meta: dict) -> 
     return "\n".join(lines) + "\n"
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """'karras_sigmas=true' -> ('karras_sigmas', True); numbers become numbers, the rest strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option wants KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value.lower() if value.lower() in ("true", "false") else value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "models" / "default"))
@@ -102,8 +115,11 @@ def main() -> None:
     p.add_argument("--samplers", default=",".join(SAMPLERS))
     p.add_argument("--no-ddpm-1000", action="store_true", help="skip the DDPM run at T steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampler option for every run, e.g. karras_sigmas=true or spacing=leading")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = p.parse_args()
+    options = dict(parse_option(o) for o in args.option)
 
     steps = [int(s) for s in args.steps.split(",")]
     loaded = load_model(args.backend, args.model, device=args.device)
@@ -119,7 +135,7 @@ def main() -> None:
     results = []
     for sampler, n in plan:
         t0 = time.perf_counter()
-        images = generate(loaded, sampler, n, args.samples, args.batch, args.seed)
+        images = generate(loaded, sampler, n, args.samples, args.batch, args.seed, **options)
         seconds = time.perf_counter() - t0
         row = {"sampler": sampler, "steps": n, "nfe": SAMPLERS[sampler].model_evaluations(n),
                "seconds": round(seconds, 2), **measure(classifier, images, reference)}
@@ -130,7 +146,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": os.path.relpath(args.model, ROOT) if Path(args.model).is_absolute() else args.model,
             "backend": args.backend, "device": loaded.device, "samples": args.samples,
-            "reference": len(test), "seed": args.seed}
+            "reference": len(test), "seed": args.seed, "options": options}
     (out / "quality.json").write_text(json.dumps({"meta": meta, "floor": floor, "results": results},
                                                  indent=2) + "\n")
     (out / "quality.md").write_text(markdown(results, floor, steps, meta))
