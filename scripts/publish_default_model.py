@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,17 +54,12 @@ def main() -> int:
     if args.quality:
         extra += ["", YARDSTICK + Path(args.quality).read_text()]
 
-    # model.onnx comes from the exporter, which reads a checkpoint folder: stage one, export it,
-    # then save the final folder with the graph inside it in one atomic step.
-    from backends.onnx.export import export_checkpoint
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = save_checkpoint(Path(tmp) / "staged", config, exported.weights)
-        result = export_checkpoint(staged)
-        onnx_bytes = result.path.read_bytes()
-    out = save_checkpoint(args.out, config, exported.weights, onnx_bytes=onnx_bytes, sample_grid=grid,
+    from backends.onnx.export import export_graph
+    graph = export_graph(config, exported.weights)     # checked against PyTorch before use
+    out = save_checkpoint(args.out, config, exported.weights, onnx_bytes=graph.data, sample_grid=grid,
                           card_extra="\n".join(extra))
-    print(f"wrote {out} (step {steps}; model.onnx opset {result.opset}, "
-          f"max |ORT - PyTorch| = {result.max_abs_diff:.2g})")
+    print(f"wrote {out} (step {steps}; model.onnx opset {graph.opset}, "
+          f"max |ORT - PyTorch| = {graph.max_abs_diff:.2g})")
     return 0
 
 

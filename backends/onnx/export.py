@@ -151,31 +151,46 @@ def verify_against_pytorch(data: bytes, unet, config: ModelConfig,
     return max_difference(data, config, weights, reference, batch)
 
 
-def export_checkpoint(folder: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                      verify: bool = True) -> ExportResult:
-    """Export the checkpoint in folder to folder/model.onnx; refuse to write a graph that fails
-    onnx.checker or disagrees with PyTorch by more than VERIFY_TOLERANCE."""
+@dataclass(frozen=True)
+class ExportedGraph:
+    data: bytes                     # the serialised, checked model.onnx
+    opset: int
+    max_abs_diff: Optional[float]   # ORT vs PyTorch on a random batch; None when not verified
+
+
+def export_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], opset: int = DEFAULT_OPSET,
+                 verify: bool = True) -> ExportedGraph:
+    """The model.onnx bytes for these weights; refuse a graph that fails onnx.checker or disagrees
+    with PyTorch by more than VERIFY_TOLERANCE. Writes nothing."""
     import torch
 
     from backends.pytorch import build_unet, load_state_from_numpy
-    from diffusion_core.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(folder)
-    unet = build_unet(checkpoint.config.unet)
-    load_state_from_numpy(unet, checkpoint.weights)
-    model = export_pytorch_unet(unet, checkpoint.config, opset)
-    add_metadata(model, checkpoint.config, checkpoint.weights,
-                 exporter=f"torch {torch.__version__} torch.onnx.export(dynamo=True)")
+    unet = build_unet(config.unet)
+    load_state_from_numpy(unet, weights)
+    model = export_pytorch_unet(unet, config, opset)
+    add_metadata(model, config, weights, exporter=f"torch {torch.__version__} torch.onnx.export(dynamo=True)")
     data = serialize_checked(model)
     diff = None
     if verify:
-        diff = verify_against_pytorch(data, unet.eval(), checkpoint.config, checkpoint.weights)
+        diff = verify_against_pytorch(data, unet.eval(), config, weights)
         if not diff <= VERIFY_TOLERANCE:
             raise RuntimeError(f"the exported graph differs from PyTorch by {diff:.3g} (more than "
                                f"{VERIFY_TOLERANCE}); not writing it. Try another --opset")
     opset_used = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    path = write_model_onnx(checkpoint.folder, data)
-    return ExportResult(path=path, opset=opset_used, size_bytes=len(data), max_abs_diff=diff)
+    return ExportedGraph(data=data, opset=opset_used, max_abs_diff=diff)
+
+
+def export_checkpoint(folder: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                      verify: bool = True) -> ExportResult:
+    """Export the checkpoint in folder to folder/model.onnx (export_graph, then an atomic write)."""
+    from diffusion_core.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(folder)
+    graph = export_graph(checkpoint.config, checkpoint.weights, opset, verify)
+    path = write_model_onnx(checkpoint.folder, graph.data)
+    return ExportResult(path=path, opset=graph.opset, size_bytes=len(graph.data),
+                        max_abs_diff=graph.max_abs_diff)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
