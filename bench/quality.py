@@ -12,6 +12,7 @@ sampler option to every run, e.g. `--samplers heun --option karras_sigmas=true -
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from backends import load_model  # noqa: E402
 from diffusion_core import SAMPLERS  # noqa: E402
 from diffusion_core.data import load_fashion_mnist  # noqa: E402
+from diffusion_core.files import write_atomically  # noqa: E402
 from diffusion_core.quality import frechet_distance, kernel_distance, load_classifier  # noqa: E402
 
 
@@ -63,9 +65,9 @@ def plot(results: list[dict], floor: float, path: Path, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomically(path, buffer.getvalue())
 
 
 def markdown(results: list[dict], floor: dict, steps: list[int], meta: dict) -> str:
@@ -147,9 +149,9 @@ def main() -> None:
     meta = {"model": os.path.relpath(args.model, ROOT) if Path(args.model).is_absolute() else args.model,
             "backend": args.backend, "device": loaded.device, "samples": args.samples,
             "reference": len(test), "seed": args.seed, "options": options}
-    (out / "quality.json").write_text(json.dumps({"meta": meta, "floor": floor, "results": results},
-                                                 indent=2) + "\n")
-    (out / "quality.md").write_text(markdown(results, floor, steps, meta))
+    write_atomically(out / "quality.json", (json.dumps({"meta": meta, "floor": floor, "results": results},
+                                                       indent=2) + "\n").encode())
+    write_atomically(out / "quality.md", markdown(results, floor, steps, meta).encode())
     plot(results, floor["fd"], out / "quality.png", f"{meta['samples']} samples per point, {meta['device']}")
     print(f"\nwrote {out / 'quality.md'}, quality.json and quality.png")
 

@@ -10,7 +10,6 @@ gets a name of its own, so no two requests ever share a file before that copy.
 """
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import time
@@ -18,7 +17,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from diffusion_core.data import save_png
 
 KEEP_SECONDS = 600   # Gradio copies a returned file at once; ours are kept a while for safety
 
@@ -35,13 +35,7 @@ class PngOutbox:
     def save(self, image: np.ndarray) -> str:
         """(H, W) or (H, W, C) uint8 -> the path of a new PNG holding it."""
         self.prune()
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
-        path = self.folder / f"{uuid.uuid4().hex}.png"
-        tmp = path.with_suffix(".incoming")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)     # a reader of this name sees the whole file or none
-        return str(path)
+        return str(save_png(self.folder / f"{uuid.uuid4().hex}.png", image))   # written atomically
 
     def prune(self) -> None:
         """Remove files older than keep_seconds; another request's newer files stay."""
