@@ -29,22 +29,39 @@ class BackendUnavailable(RuntimeError):
 class LoadedModel:
     """A model ready to sample: the core's model contract, its tensor ops and its config."""
 
-    model: Callable[..., Any]      # model(x, t, x_self_cond=None) -> raw output
+    model: Callable[..., Any]      # model(x, t, **inputs) -> raw output; inputs as config.inputs declares
     ops: Ops
     config: ModelConfig
     backend: str
     device: str = "cpu"
 
     def sample(self, batch_size: int = 1, **kwargs: Any) -> np.ndarray:
-        """`diffusion_core.sample` with this model's schedule, prediction type and ops filled in."""
+        """`diffusion_core.sample` with this model's schedule, prediction type, declared inputs
+        and ops filled in."""
         from diffusion_core.samplers import sample
         cfg = self.config
         if kwargs.get("x_T") is None:
-            kwargs.setdefault("shape", (batch_size, cfg.unet.channels, cfg.unet.image_size,
-                                        cfg.unet.image_size))
+            kwargs.setdefault("shape", (batch_size, *cfg.sample_shape))
         return sample(self.model, cfg.diffusion.make_schedule(), ops=self.ops,
-                      prediction_type=cfg.diffusion.prediction_type,
-                      self_condition=cfg.unet.self_condition, **kwargs)
+                      prediction_type=cfg.diffusion.prediction_type, model_inputs=cfg.inputs, **kwargs)
+
+
+def build_network(framework: str, network_config: Any) -> Any:
+    """A freshly initialised network of the architecture `network_config` belongs to, built by the
+    callable the architecture's registry entry names for `framework`."""
+    from diffusion_core.architectures import architecture_of
+    arch = architecture_of(network_config)
+    target = arch.networks.get(framework)
+    if target is None:
+        raise BackendUnavailable(_not_implemented(arch, framework))
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)(network_config)
+
+
+def _not_implemented(arch: Any, framework: str) -> str:
+    others = ", ".join(sorted(arch.networks)) or "no framework"
+    return (f"the {arch.name} architecture has no {framework} network (it is implemented for "
+            f"{others}); pick another backend")
 
 
 class Backend:
@@ -53,16 +70,24 @@ class Backend:
     name: str = ""
     title: str = ""                     # shown in dropdowns
     requires: tuple[str, ...] = ()      # importable module names
+    # The key of this backend's networks in an architecture's registry entry (`networks`), or
+    # None for a backend that runs exported graphs of any architecture (ONNX Runtime).
+    framework: Optional[str] = None
 
     def missing_packages(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
-    def unavailable_reason(self, checkpoint=None) -> Optional[str]:
-        """None when this backend can run here (with this checkpoint, if given), else why not."""
+    def unavailable_reason(self, checkpoint=None, device: Optional[str] = None) -> Optional[str]:
+        """None when this backend can run here (with this checkpoint and device, if given), else
+        why not, in words a user can act on."""
         missing = self.missing_packages()
         if missing:
             return (f"{self.title or self.name} needs {', '.join(missing)}, which is not installed "
                     f"here; install it with `pip install -r requirements.txt`")
+        if checkpoint is not None and self.framework is not None:
+            arch = checkpoint.config.architecture
+            if self.framework not in arch.networks:
+                return _not_implemented(arch, self.framework)
         return None
 
     def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
@@ -129,6 +154,7 @@ class BackendStatus:
 
 def backend_status(name: str, checkpoint=None) -> BackendStatus:
     """Whether `name` can run here, without raising: for dropdowns and `--help` texts."""
+    checkpoint = _as_checkpoint(checkpoint)
     try:
         backend = get_backend(name)
     except (BackendUnavailable, ValueError) as e:
@@ -138,17 +164,25 @@ def backend_status(name: str, checkpoint=None) -> BackendStatus:
     return BackendStatus(name, backend.title or name, reason is None, reason or "")
 
 
+def _as_checkpoint(checkpoint):
+    from diffusion_core.checkpoint import Checkpoint, load_checkpoint
+    if checkpoint is None or isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    return load_checkpoint(checkpoint)
+
+
 def list_backends(checkpoint=None) -> list[BackendStatus]:
+    """Every backend with whether it can run `checkpoint` (a folder or a Checkpoint) here."""
+    checkpoint = _as_checkpoint(checkpoint)
     return [backend_status(n, checkpoint) for n in backend_names()]
 
 
 def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedModel:
-    """Load `checkpoint` (a folder or a diffusion_core.checkpoint.Checkpoint) on backend `name`."""
-    from diffusion_core.checkpoint import Checkpoint, load_checkpoint
-    if not isinstance(checkpoint, Checkpoint):
-        checkpoint = load_checkpoint(checkpoint)
+    """Load `checkpoint` (a folder or a diffusion_core.checkpoint.Checkpoint) on backend `name`;
+    BackendUnavailable says why it cannot run here (a missing framework, GPU or graph)."""
+    checkpoint = _as_checkpoint(checkpoint)
     backend = get_backend(name)
-    reason = backend.unavailable_reason(checkpoint)
+    reason = backend.unavailable_reason(checkpoint, device=device)
     if reason:
         raise BackendUnavailable(reason)
     return backend.load(checkpoint, device=device)

@@ -44,7 +44,8 @@ def main() -> None:
     try:
         import torch
 
-        from backends.pytorch import TorchDenoiserModel, TorchOps, build_unet
+        from backends import build_network
+        from backends.pytorch import TorchDenoiserModel, TorchOps
         from diffusion_core import UnetConfig
         torch.set_flush_denormal(True)
         torch.set_num_threads(2)
@@ -55,7 +56,7 @@ def main() -> None:
     print(f"batch {shape}, {args.steps} steps, best of {args.repeats} (median in brackets)\n")
     unet_time = None
     if torch is not None:
-        unet = TorchDenoiserModel(build_unet(UnetConfig()))
+        unet = TorchDenoiserModel(build_network("pytorch", UnetConfig()))
         xt = torch.randn(shape)
         unet(xt, 500.0)
         unet_time, med = best_of(lambda: unet(xt, 500.0), args.repeats)

@@ -34,10 +34,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion_core.config import ModelConfig, UnetConfig  # noqa: E402
+from backends import build_network  # noqa: E402
+from diffusion_core import ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core.training.loop import TrainingLoop  # noqa: E402
 from diffusion_core.data import Dataset  # noqa: E402
 from diffusion_core.samplers import sample  # noqa: E402
-from diffusion_core.train_config import TrainConfig  # noqa: E402
+from diffusion_core.training.config import TrainConfig  # noqa: E402
 
 
 def timed(run, repeats: int) -> float:
@@ -65,10 +67,10 @@ def main(argv=None) -> int:
 
     import backends.pytorch as bt
     from backends.pytorch import distributed
-    from backends.pytorch.train import Trainer as TorchTrainer
+    from backends.pytorch.engine import TorchEngine
 
     cfg = UnetConfig()
-    model_cfg = ModelConfig(unet=cfg)
+    model_cfg = ModelConfig(network=cfg)
     schedule = model_cfg.diffusion.make_schedule()
     shape = (args.batch, cfg.channels, cfg.image_size, cfg.image_size)
     rng = np.random.default_rng(0)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    reference = bt.build_unet(cfg).eval()
+    reference = build_network("pytorch", cfg).eval()
     weights = bt.state_to_numpy(reference)
     torch_model = bt.TorchDenoiserModel(reference)
     tx = torch_model.ops.asarray(x)
@@ -93,15 +95,17 @@ def main(argv=None) -> int:
     results["pytorch_sampling_s"] = timed(
         lambda: sample(torch_model, schedule, ops=torch_model.ops, **sample_kwargs),
         max(1, args.repeats // 2))
-    trainer = TorchTrainer(train_cfg, dataset, distributed.Dist(), torch.device("cpu"), "bench")
+    trainer = TrainingLoop(train_cfg, dataset, TorchEngine(train_cfg, dataset, distributed.Dist(),
+                                                           torch.device("cpu")), "bench")
     trainer.train_step()
-    results["pytorch_train_step_s"] = timed(trainer.train_step, args.repeats)
+    results["pytorch_train_step_s"] = timed(lambda: trainer.engine.mean_loss([trainer.train_step()[0]]),
+                                            args.repeats)
 
     # --- MindSpore --------------------------------------------------------------------------
     import backends.mindspore as bm
-    from backends.mindspore.train import Trainer as MindSporeTrainer
+    from backends.mindspore.engine import MindSporeEngine
     bm.prepare(num_threads=args.threads)
-    unet = bm.build_unet(cfg)
+    unet = bm.build_network(cfg)
     bm.load_state_from_numpy(unet, weights)
     graph_model = bm.MindSporeDenoiserModel(unet, graph=True)
     pynative_model = bm.MindSporeDenoiserModel(unet, graph=False)
@@ -118,7 +122,7 @@ def main(argv=None) -> int:
     results["mindspore_sampling_s"] = timed(
         lambda: sample(graph_model, schedule, ops=graph_model.ops, **sample_kwargs),
         max(1, args.repeats // 2))
-    ms_trainer = MindSporeTrainer(train_cfg, dataset, "bench")
+    ms_trainer = TrainingLoop(train_cfg, dataset, MindSporeEngine(train_cfg, dataset), "bench")
     start = time.perf_counter()
     ms_trainer.train_step()
     results["mindspore_compile_train_step_s"] = time.perf_counter() - start

@@ -42,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from backends.onnx.export import add_metadata, export_pytorch_unet, serialize_checked  # noqa: E402
+from backends.onnx.export import add_metadata, export_pytorch_network, serialize_checked  # noqa: E402
 from backends.onnx.runtime import RuntimeOptions, load_onnx_model, make_session  # noqa: E402
-from backends.pytorch import TorchDenoiserModel, build_unet, load_state_from_numpy, state_to_numpy  # noqa: E402
+from backends import build_network  # noqa: E402
+from backends.pytorch import TorchDenoiserModel, load_state_from_numpy, state_to_numpy  # noqa: E402
 from diffusion_core import sample  # noqa: E402
 from diffusion_core.config import ModelConfig  # noqa: E402
 
@@ -89,19 +90,18 @@ class Setup:
         else:
             self.config = ModelConfig()
             torch.manual_seed(0)
-            self.weights = state_to_numpy(build_unet(self.config.unet))
-        unet = build_unet(self.config.unet)
+            self.weights = state_to_numpy(build_network("pytorch", self.config.network))
+        unet = build_network("pytorch", self.config.network)
         load_state_from_numpy(unet, self.weights)
-        self.torch_model = TorchDenoiserModel(unet, "cpu")
+        self.torch_model = TorchDenoiserModel(unet, self.config.inputs, "cpu")
         start = time.perf_counter()
-        proto = export_pytorch_unet(unet, self.config)
+        proto = export_pytorch_network(unet, self.config)
         add_metadata(proto, self.config, self.weights, exporter=f"torch {torch.__version__}")
         self.onnx_path = folder / "model.onnx"
         self.onnx_path.write_bytes(serialize_checked(proto))
         self.export_s = time.perf_counter() - start
         self.threads, self.folder, self.args = args.threads, folder, args
-        u = self.config.unet
-        self.shape = (args.batch_size, u.channels, u.image_size, u.image_size)
+        self.shape = (args.batch_size, *self.config.sample_shape)
         self.x = np.random.default_rng(0).standard_normal(self.shape, dtype=np.float32)
 
     def ort_model(self, path=None, **options):
@@ -112,13 +112,12 @@ class Setup:
         return self.torch_model(torch.from_numpy(x), t).numpy()
 
     def images(self, model, ops=None, sampler="ddim", steps=20, batch=4, seed=0, record=None):
-        fn = model if record is None else (lambda x, t, *c: (record.append((x.copy(), t)), model(x, t, *c))[1])
+        fn = model if record is None else (lambda x, t, **c: (record.append((x.copy(), t)), model(x, t, **c))[1])
         kwargs = {} if ops is None else {"ops": ops}
-        u = self.config.unet
         return sample(fn, self.config.diffusion.make_schedule(), sampler=sampler, steps=steps,
-                      shape=(batch, u.channels, u.image_size, u.image_size), seed=seed,
+                      shape=(batch, *self.config.sample_shape), seed=seed,
                       prediction_type=self.config.diffusion.prediction_type,
-                      self_condition=u.self_condition, **kwargs)
+                      model_inputs=self.config.inputs, **kwargs)
 
 
 def report(section: str, name: str, line: str, **values) -> None:
@@ -162,8 +161,8 @@ def options(s: Setup) -> None:
     pre = s.folder / "model.ort-optimized.onnx"
     s.ort_model(save_optimized_to=str(pre))  # ORT writes its optimised graph once, here
     opset21 = s.folder / "model.opset21.onnx"  # GroupNormalization as one op instead of 5
-    unet = s.torch_model.unet
-    proto = export_pytorch_unet(unet, s.config, opset=21)
+    unet = s.torch_model.network
+    proto = export_pytorch_network(unet, s.config, opset=21)
     add_metadata(proto, s.config, s.weights, exporter=f"torch {torch.__version__}")
     opset21.write_bytes(serialize_checked(proto))
     files = {"pre-optimised file, disabled": (pre, {"optimization": "disabled"}),
@@ -272,7 +271,7 @@ def precision(s: Setup) -> None:
     report("precision", "bf16 (ONNX Runtime)", bf16_note())
     # bf16's accuracy cost, measured where bf16 runs: PyTorch autocast on the same weights.
     xt = torch.from_numpy(s.x)
-    unet = s.torch_model.unet
+    unet = s.torch_model.network
 
     def bf16_forward(t):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):

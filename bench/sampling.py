@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from backends.pytorch import distributed  # noqa: E402
-from backends.pytorch.model import TorchDenoiserModel, build_unet, load_state_from_numpy  # noqa: E402
+from backends import build_network  # noqa: E402
+from backends.pytorch.model import TorchDenoiserModel, load_state_from_numpy  # noqa: E402
 from backends.pytorch.train import configure_torch  # noqa: E402
 from diffusion_core import list_samplers, sample  # noqa: E402
 from diffusion_core.config import ModelConfig  # noqa: E402
@@ -44,16 +45,16 @@ def main() -> None:
     if args.checkpoint:
         from diffusion_core.checkpoint import load_checkpoint
         ckpt = load_checkpoint(args.checkpoint)
-        config, unet = ckpt.config, build_unet(ckpt.config.unet)
+        config, unet = ckpt.config, build_network("pytorch", ckpt.config.network)
         load_state_from_numpy(unet, ckpt.weights)
     else:
         config = ModelConfig()
         torch.manual_seed(0)
-        unet = build_unet(config.unet)
-    model = TorchDenoiserModel(unet, device)
+        unet = build_network("pytorch", config.network)
+    model = TorchDenoiserModel(unet, config.inputs, device)
     schedule = config.diffusion.make_schedule()
-    u = config.unet
-    shape = (args.batch_size, u.channels, u.image_size, u.image_size)
+    u = config.network
+    shape = (args.batch_size, *config.sample_shape)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} thread(s)"
     print(f"{name}, torch {torch.__version__}; Unet {u.image_size}x{u.image_size}x{u.channels} dim {u.dim} "
           f"dim_mults {list(u.dim_mults)}; batch {args.batch_size}, {args.steps} steps")
@@ -61,7 +62,7 @@ def main() -> None:
 
     def run(sampler: str) -> None:
         sample(model, schedule, sampler=sampler, steps=args.steps, shape=shape, seed=0, ops=model.ops,
-               prediction_type=config.diffusion.prediction_type, self_condition=u.self_condition)
+               prediction_type=config.diffusion.prediction_type, model_inputs=config.inputs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # to_numpy already waits; kept for clarity
 

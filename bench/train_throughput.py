@@ -7,7 +7,7 @@ machine's own matmul rate that this is.
 
 It times the real `Trainer.train_step` (NumPy draws, host-to-device copies, forward, backward,
 clipping, AdamW, EMA) on random images, so what it reports is what a run gets, minus sample grids
-and checkpoints. FLOPs come from diffusion_core.unet_spec.forward_flops; a training step costs
+and checkpoints. FLOPs come from diffusion_core.architectures.unet.forward_flops; a training step costs
 about 3 forward passes (the backward pass computes two products per forward product). The
 reference is a large float32 torch.matmul measured in the same process under the same settings
 (TF32 on CUDA, as the trainer enables it; bf16 too when --bf16), so the ratio says how much of the
@@ -28,11 +28,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from backends.pytorch import distributed  # noqa: E402
-from backends.pytorch.train import Trainer, configure_torch  # noqa: E402
-from diffusion_core.config import ModelConfig, UnetConfig  # noqa: E402
+from backends.pytorch.engine import TorchEngine  # noqa: E402
+from backends.pytorch.train import configure_torch  # noqa: E402
+from diffusion_core import ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core.architectures.unet import count_parameters, forward_flops  # noqa: E402
 from diffusion_core.data import Dataset  # noqa: E402
-from diffusion_core.train_config import TrainConfig  # noqa: E402
-from diffusion_core.unet_spec import count_parameters, forward_flops  # noqa: E402
+from diffusion_core.training.config import TrainConfig  # noqa: E402
+from diffusion_core.training.loop import TrainingLoop  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -83,19 +85,20 @@ def main() -> None:
                       full_attn=(False,) * (len(mults) - 1) + (True,), resnet_block_groups=args.groups,
                       self_condition=args.self_condition)
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(data="random", out=out, model=ModelConfig(unet=unet), batch_size=args.batch_size,
+        config = TrainConfig(data="random", out=out, model=ModelConfig(network=unet), batch_size=args.batch_size,
                              bf16=args.bf16, device=str(device), sample_every=0, checkpoint_every=0)
         rng = np.random.default_rng(0)
         images = rng.uniform(-1, 1, (max(1024, 2 * args.batch_size), args.channels, args.image_size,
                                      args.image_size)).astype(np.float32)
-        trainer = Trainer(config, Dataset(images, None, "random"), distributed.Dist(), device,
-                          command="bench", compile_model=args.compile)
+        dataset = Dataset(images, None, "random")
+        trainer = TrainingLoop(config, dataset, TorchEngine(config, dataset, distributed.Dist(), device,
+                                                            compile_model=args.compile), "bench")
         for _ in range(args.warmup):
             trainer.train_step()
         _sync(device)
         start = time.perf_counter()
         for _ in range(args.steps):
-            loss = trainer.train_step()
+            loss, _ = trainer.train_step()
         loss.item()
         _sync(device)
         elapsed = time.perf_counter() - start

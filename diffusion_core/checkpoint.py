@@ -1,7 +1,8 @@
 """Canonical checkpoints: a folder with config.json, float32 weights in safetensors, a model card.
 
-    config.json          ModelConfig.to_json(): network, diffusion process, format_version, notes
-    model.safetensors    float32 arrays under the PyTorch Unet's parameter names (unet_spec.py)
+    config.json          ModelConfig.to_json(): architecture and its network config, diffusion
+                         process, format_version, notes (config.py; v1 files are read too)
+    model.safetensors    float32 arrays under the architecture's canonical parameter names
     model.onnx           optional exported graph
     README.md            model card with Hub metadata (model_card.py)
     samples.png          optional sample grid shown by the card
@@ -186,15 +187,11 @@ def save_checkpoint(folder: str | os.PathLike, config: ModelConfig, weights: Map
 # --- reading ----------------------------------------------------------------------------------
 
 def default_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The canonical parameter shapes of the Unet that config describes."""
+    """The canonical parameter shapes of the network that config describes (its architecture's)."""
     try:
-        from .unet_spec import parameter_shapes
-    except ImportError as e:
-        raise CheckpointError(f"cannot check the weights against the config: {e}; pass expected_shapes=") from e
-    try:
-        return parameter_shapes(config.unet)
+        return config.architecture.parameter_shapes(config.network)
     except ConfigError as e:
-        raise CheckpointError(f"config.json describes a Unet this toolkit cannot build: {e}") from e
+        raise CheckpointError(f"config.json describes a network this toolkit cannot build: {e}") from e
 
 
 def _missing_folder_message(folder: Path) -> str:
@@ -229,8 +226,8 @@ def _check_names_and_shapes(found: dict[str, tuple[int, ...]], expected: Mapping
                 for what, names in (("missing", missing), ("unexpected", unexpected),
                                     ("with the wrong shape", misshaped)) if names]
     raise CheckpointError(
-        f"the tensors in {path} do not fit the Unet in config.json (dim {config.unet.dim}, dim_mults "
-        f"{list(config.unet.dim_mults)}, image_size {config.unet.image_size}): {'; '.join(problems)}. "
+        f"the tensors in {path} do not fit the network in config.json "
+        f"({config.architecture.summary(config.network)}): {'; '.join(problems)}. "
         "Weights and config.json must come from the same save; re-save the checkpoint from the model")
 
 
@@ -239,7 +236,7 @@ def load_checkpoint(folder: str | os.PathLike, *,
     """Read and validate a checkpoint folder; raise CheckpointError saying what is wrong.
 
     expected_shapes: {name: shape} the weights must match exactly; by default the shapes of the
-    Unet described by config.json (unet_spec.parameter_shapes).
+    network described by config.json (its architecture's parameter_shapes).
     """
     from safetensors import SafetensorError, safe_open
 

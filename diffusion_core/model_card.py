@@ -41,7 +41,7 @@ def front_matter(config: ModelConfig) -> str:
     lines = ["---", f"library_name: {_quoted(LIBRARY_NAME)}", f"pipeline_tag: {_quoted(PIPELINE_TAG)}",
              "tags:"]
     tags = list(TAGS) + [f"{config.diffusion.prediction_type}-prediction",
-                         f"{config.diffusion.schedule}-schedule"]
+                         f"{config.diffusion.schedule}-schedule", f"architecture-{config.architecture.name}"]
     lines += [f"- {_quoted(tag)}" for tag in tags]
     datasets = _datasets(notes)
     if datasets:
@@ -59,8 +59,8 @@ def _note_value(value: Any) -> str:
 
 def render_card(config: ModelConfig, *, has_samples: bool = False, extra: str = "") -> str:
     """The whole README.md: front matter, a summary table, training notes, samples, usage."""
-    unet, diffusion = config.unet, config.diffusion
-    title = config.notes.get("title") or f"Unconditional diffusion model ({unet.image_size}x{unet.image_size})"
+    diffusion, (channels, height, width) = config.diffusion, config.sample_shape
+    title = config.notes.get("title") or f"Unconditional diffusion model ({height}x{width})"
     if diffusion.schedule in ("linear", "scaled_linear"):
         schedule = f"{diffusion.schedule} (beta {diffusion.beta_start:g} to {diffusion.beta_end:g})"
     else:
@@ -69,16 +69,13 @@ def render_card(config: ModelConfig, *, has_samples: bool = False, extra: str = 
         schedule += ", rescaled to zero terminal SNR"
     objective = {"eps": "eps (the added noise)", "x0": "x0 (the clean image)",
                  "v": "v (velocity, Salimans & Ho 2022)"}[diffusion.prediction_type]
-    attention = ", ".join("full" if full else ("linear" if unet.linear_attn else "none")
-                          for full in unet.full_attn)
     rows = [
-        ("Image size", f"{unet.image_size} x {unet.image_size}, {unet.channels} channel(s)"),
+        ("Image size", f"{height} x {width}, {channels} channel(s)"),
         ("Noise schedule", schedule),
         ("Training timesteps T", str(diffusion.num_train_timesteps)),
         ("Prediction type", objective),
-        ("Unet", f"dim {unet.dim}, dim_mults {list(unet.dim_mults)}, attention per level: {attention}"),
-        ("Self-conditioning", "yes" if unet.self_condition else "no"),
-        ("Checkpoint format", f"version {config.format_version}"),
+        *config.architecture.card_rows(config.network),
+        ("Checkpoint format", f"version {config.to_dict()['format_version']}"),
     ]
     body = [f"# {title}", "",
             f"A denoising diffusion model (DDPM, Ho et al. 2020) trained with {LIBRARY_NAME}. "

@@ -14,11 +14,17 @@ import numpy as np
 Tensor = Any  # a backend's array type: np.ndarray, torch.Tensor, mindspore.Tensor, ...
 
 
+def index_or_float32(a: np.ndarray) -> type:
+    """The dtype a backend tensor of `a` gets: int64 for integer arrays, float32 for the rest."""
+    return np.int64 if np.issubdtype(np.asarray(a).dtype, np.integer) else np.float32
+
+
 class Ops(Protocol):
     name: str
 
     def asarray(self, a: np.ndarray) -> Tensor:
-        """float32 NumPy array -> backend tensor on the backend's device (noise, coefficients)."""
+        """NumPy array -> backend tensor on the backend's device: floating arrays become float32
+        (noise, coefficients), integer arrays int64 (class labels)."""
 
     def to_numpy(self, x: Tensor) -> np.ndarray:
         """Backend tensor -> float32 NumPy array (final images, previews)."""
@@ -42,7 +48,7 @@ class NumpyOps:
     name = "numpy"
 
     def asarray(self, a: np.ndarray) -> np.ndarray:
-        return np.asarray(a, dtype=np.float32)
+        return np.asarray(a, dtype=index_or_float32(a))
 
     def to_numpy(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float32)

@@ -7,7 +7,7 @@ Index t runs over 0 .. T-1 as in diffusers (the paper's t = 1 .. T shifted by on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -83,6 +83,7 @@ SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
     "cosine": cosine_betas,
     "sigmoid": sigmoid_betas,
 }
+SCHEDULES_WITH_BETA_RANGE = ("linear", "scaled_linear")  # the ones that read beta_start / beta_end
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -93,10 +94,18 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class NoiseSchedule:
-    """Every coefficient of the forward process and the posterior q(x_{t-1} | x_t, x_0), float64."""
+    """The coefficients of the forward process q(x_t | x_0) that samplers and trainers read, float64.
+
+    Samplers derive everything else (posterior means and variances of any respaced subsequence,
+    sigmas) from alphas_cumprod at the timesteps they visit, so that is all this holds.
+    """
 
     betas: np.ndarray
     name: str = "custom"
+    alphas_cumprod: np.ndarray = field(init=False)                  # alpha_bar_t
+    sqrt_alphas_cumprod: np.ndarray = field(init=False)             # signal scale of x_t
+    sqrt_one_minus_alphas_cumprod: np.ndarray = field(init=False)   # noise scale of x_t
+    snr: np.ndarray = field(init=False)                             # alpha_bar / (1 - alpha_bar), Kingma et al. 2021
 
     def __post_init__(self) -> None:
         betas = np.asarray(self.betas, dtype=_F64)
@@ -108,35 +117,9 @@ class NoiseSchedule:
             bad = int(np.argmin(inside))
             raise ValueError(f"betas must lie in (0, 1) (the last may be 1 for zero terminal SNR); "
                              f"betas[{bad}] = {betas[bad]!r}")
-        object.__setattr__(self, "betas", _frozen(betas))
-        alphas = 1.0 - betas
-        abar = np.cumprod(alphas)
-        abar_prev = np.concatenate([[1.0], abar[:-1]])
-        with np.errstate(divide="ignore"):  # zero terminal SNR makes the last entries 0 or inf
-            derived = {
-                "alphas": alphas,
-                "alphas_cumprod": abar,
-                "alphas_cumprod_prev": abar_prev,
-                "sqrt_alphas_cumprod": np.sqrt(abar),
-                "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
-                "log_one_minus_alphas_cumprod": np.log(1.0 - abar),
-                "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / abar),
-                "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / abar - 1.0),
-                # DDPM Eq. 7: beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t ("fixed_small")
-                "posterior_variance": betas * (1.0 - abar_prev) / (1.0 - abar),
-                # "fixed_large" (DDPM Sec. 3.2, sigma_t^2 = beta_t), with beta~_1 at t = 0 as in
-                # Nichol & Dhariwal's code, so its log is finite there
-                "posterior_variance_large": np.concatenate([[0.0], betas[1:]]),
-                # DDPM Eq. 7: mu~_t = coef1 * x_0 + coef2 * x_t
-                "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
-                "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar),
-                "snr": abar / (1.0 - abar),                      # Kingma et al. 2021
-                "sigmas": np.sqrt((1.0 - abar) / abar),          # Karras et al. 2022, VE noise level
-            }
-        pv = derived["posterior_variance"]
-        derived["posterior_variance_large"][0] = pv[1]
-        # log of beta~ is -inf at t = 0 (beta~_0 = 0): clip it to beta~_1 (Nichol & Dhariwal 2021)
-        derived["posterior_log_variance_clipped"] = np.log(np.concatenate([pv[1:2], pv[1:]]))
+        abar = np.cumprod(1.0 - betas)
+        derived = {"betas": betas, "alphas_cumprod": abar, "sqrt_alphas_cumprod": np.sqrt(abar),
+                   "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar), "snr": abar / (1.0 - abar)}
         for key, value in derived.items():
             object.__setattr__(self, key, _frozen(value))
 
@@ -160,10 +143,11 @@ def make_schedule(name: str, num_train_timesteps: int = 1000, *, zero_terminal_s
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
         raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
-    fn = SCHEDULES[name]
-    if name in ("cosine", "sigmoid"):
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("beta_start", "beta_end")}
-    betas = fn(num_train_timesteps, **kwargs)
+    ignored = sorted({"beta_start", "beta_end"} & set(kwargs)) if name not in SCHEDULES_WITH_BETA_RANGE else []
+    if ignored:
+        raise ValueError(f"the {name} schedule does not read {' or '.join(ignored)}; drop them, or use "
+                         f"one of {', '.join(SCHEDULES_WITH_BETA_RANGE)}")
+    betas = SCHEDULES[name](num_train_timesteps, **kwargs)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
         name = f"{name}+zero_terminal_snr"

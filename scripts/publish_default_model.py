@@ -45,7 +45,7 @@ def main() -> int:
     notes.update(training_command=command, title="DDPM on Fashion-MNIST (diffusion-toolkit default model)",
                  reproduce=f"STEPS={steps} bash scripts/train_default_model.sh runs/default",
                  license="mit")
-    config = ModelConfig(unet=exported.config.unet, diffusion=exported.config.diffusion, notes=notes)
+    config = ModelConfig(network=exported.config.network, diffusion=exported.config.diffusion, notes=notes)
 
     model = load_model("pytorch", exported, device="cpu")
     grid = make_grid(model.sample(batch_size=64, sampler="dpmpp_2m", steps=20, seed=0))

@@ -29,17 +29,18 @@ def tiny_checkpoint(tmp_path_factory, *, onnx: bool = True) -> Path:
     if key not in _BUILT:
         import torch
 
-        from backends.pytorch import build_unet, state_to_numpy
+        from backends import build_network
+        from backends.pytorch import state_to_numpy
         from diffusion_core import DiffusionConfig, ModelConfig, UnetConfig
         from diffusion_core.checkpoint import save_checkpoint
 
         torch.manual_seed(0)
         unet = UnetConfig(image_size=16, channels=1, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                           resnet_block_groups=4)
-        config = ModelConfig(unet=unet, diffusion=DiffusionConfig(num_train_timesteps=T),
+        config = ModelConfig(network=unet, diffusion=DiffusionConfig(num_train_timesteps=T),
                              notes={"dataset": "nothing (random weights)"})
         folder = save_checkpoint(tmp_path_factory.mktemp("app_model") / key, config,
-                                 state_to_numpy(build_unet(unet)))
+                                 state_to_numpy(build_network("pytorch", unet)))
         if onnx:
             try:
                 from backends.onnx.export import export_checkpoint

@@ -15,7 +15,9 @@ if str(REPO) not in sys.path:  # the packages live at the repository root, not i
 from diffusion_core import checkpoint as ckpt  # noqa: E402
 from diffusion_core.checkpoint import (Checkpoint, CheckpointError, load_checkpoint,  # noqa: E402
                                        save_checkpoint)
-from diffusion_core.config import DiffusionConfig, ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core.architectures import UnetConfig, get_architecture  # noqa: E402
+from diffusion_core.config import DiffusionConfig, ModelConfig  # noqa: E402
+from diffusion_core.parsing import ConfigError  # noqa: E402
 
 # A made-up parameter table, so these tests do not depend on the Unet's real layout.
 SHAPES = {"init_conv.weight": (8, 1, 3, 3), "init_conv.bias": (8,), "final_conv.weight": (1, 8, 1, 1)}
@@ -183,7 +185,8 @@ def break_folder(folder: Path, how: str) -> None:
     ("no config", "has no config.json: it is not a checkpoint folder"),
     ("no weights", "no model.safetensors; the checkpoint is incomplete"),
     ("invalid json", "config.json: config.json is not valid JSON"),
-    ("future format", "format_version 99; this toolkit reads version 1"),
+    ("future format", "format_version 99, written by a newer diffusion toolkit; this one reads "
+                      "versions 1 and 2: upgrade"),
     ("unknown config key", "unknown key\\(s\\) \\['optimizer'\\]"),
     ("names", "1 missing: init_conv.bias; 1 unexpected: extra.weight; 1 with the wrong shape: "
               "final_conv.weight \\[1, 8, 3, 3\\] \\(config needs \\[1, 8, 1, 1\\]\\)"),
@@ -212,15 +215,63 @@ def test_long_name_lists_are_cut_short(saved):
         load_checkpoint(saved, expected_shapes=shapes)
 
 
-def test_default_shapes_come_from_the_unet_spec(tmp_path):
-    spec = pytest.importorskip("diffusion_core.unet_spec",
-                               reason="diffusion_core/unet_spec.py (the Unet's parameter table) is missing")
-    config = ModelConfig(unet=UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
-                                         resnet_block_groups=4, attn_heads=2, attn_dim_head=4))
-    shapes = spec.parameter_shapes(config.unet)
+def test_default_shapes_come_from_the_architecture_registry(tmp_path):
+    config = ModelConfig(network=UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
+                                            resnet_block_groups=4, attn_heads=2, attn_dim_head=4))
+    shapes = get_architecture("unet").parameter_shapes(config.network)
     weights = {name: np.full(shape, 0.5, np.float32) for name, shape in shapes.items()}
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m", config, weights))
     assert loaded.weights.keys() == weights.keys()
     del weights[next(iter(weights))]
     with pytest.raises(CheckpointError, match="1 missing"):
         load_checkpoint(save_checkpoint(tmp_path / "m", config, weights))
+
+
+V1_CONFIG = {  # config.json as the first release wrote it (format 1: the Unet under "unet")
+    "format_version": 1,
+    "unet": {"image_size": 8, "channels": 1, "dim": 8, "dim_mults": [1, 2], "full_attn": [False, True],
+             "linear_attn": True, "attn_heads": 2, "attn_dim_head": 4, "resnet_block_groups": 4,
+             "dropout": 0.0, "self_condition": True},
+    "diffusion": {"num_train_timesteps": 1000, "schedule": "cosine", "beta_start": 0.0001,
+                  "beta_end": 0.02, "zero_terminal_snr": False, "prediction_type": "v"},
+    "notes": {"dataset": "digits"}}
+
+
+def test_format_1_is_read_as_the_unet_and_saved_as_format_2(tmp_path):
+    v1 = ModelConfig.from_dict(V1_CONFIG)
+    assert v1.architecture.name == "unet" and v1.network.self_condition and v1.network.dim_mults == (1, 2)
+    shapes = get_architecture("unet").parameter_shapes(v1.network)
+    weights = {name: np.full(shape, 0.25, np.float32) for name, shape in shapes.items()}
+    folder = tmp_path / "v1"
+    save_checkpoint(folder, v1, weights)
+    (folder / "config.json").write_text(json.dumps(V1_CONFIG))  # the same weights beside a v1 file
+    old = load_checkpoint(folder)
+    assert old.config == v1 and list(old.weights) == list(shapes)
+    saved = json.loads((save_checkpoint(tmp_path / "v2", old.config, old.weights) / "config.json").read_text())
+    assert saved["format_version"] == 2 and saved["architecture"] == "unet"
+    assert saved["network"] == V1_CONFIG["unet"] and "unet" not in saved
+    assert load_checkpoint(tmp_path / "v2").config == v1
+
+
+def test_the_shipped_default_model_is_format_1_and_loads():
+    folder = REPO / "models" / "default"
+    if json.loads((folder / "config.json").read_text())["format_version"] != 1:
+        pytest.skip("models/default has been re-exported in format 2; the v1 reader is tested above")
+    loaded = load_checkpoint(folder)
+    assert loaded.config.architecture.name == "unet" and loaded.config.to_dict()["format_version"] == 2
+
+
+@pytest.mark.parametrize("data, words", [
+    ({**CONFIG.to_dict(), "format_version": 3}, "format_version 3, written by a newer diffusion toolkit; "
+                                                "this one reads versions 1 and 2: upgrade the toolkit"),
+    ({k: v for k, v in CONFIG.to_dict().items() if k != "architecture"}, "names no architecture"),
+    ({**CONFIG.to_dict(), "architecture": "dit"}, "unknown architecture 'dit'; this toolkit knows unet"),
+    ({**CONFIG.to_dict(), "notes": 5}, "notes must be a JSON object"),
+    ({**CONFIG.to_dict(), "network": {**CONFIG.to_dict()["network"], "resnet_block_groups": 0}},
+     "resnet_block_groups must be a positive integer"),
+    ({**CONFIG.to_dict(), "network": {**CONFIG.to_dict()["network"], "resnet_block_groups": -8}},
+     "resnet_block_groups must be a positive integer"),
+])
+def test_config_errors_are_one_sentence(data, words):
+    with pytest.raises(ConfigError, match=words):
+        ModelConfig.from_dict(data)

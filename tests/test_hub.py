@@ -19,7 +19,7 @@ huggingface_hub = pytest.importorskip("huggingface_hub", reason="hub tests need 
 import huggingface_hub.constants as hf_constants  # noqa: E402  (a lazy attribute of the package)
 
 from diffusion_core.checkpoint import CHECKPOINT_FILES, CheckpointError, save_checkpoint  # noqa: E402
-from diffusion_core.config import ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core import ModelConfig, UnetConfig  # noqa: E402
 from diffusion_core.hub import HubError, pull, push  # noqa: E402
 
 SHAPES = {"init_conv.weight": (4, 1, 3, 3), "init_conv.bias": (4,)}
@@ -265,12 +265,10 @@ def test_cli_errors_are_one_line_and_exit_2(hub_server, tmp_path):
 
 
 def test_cli_push_and_pull_with_the_real_unet_layout(hub_server, tmp_path):
-    spec = pytest.importorskip("diffusion_core.unet_spec",
-                               reason="the command line checks weights against diffusion_core/unet_spec.py")
-    config = ModelConfig(unet=UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
+    config = ModelConfig(network=UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                                          resnet_block_groups=4, attn_heads=2, attn_dim_head=4))
     rng = np.random.default_rng(0)
-    shapes = spec.parameter_shapes(config.unet)
+    shapes = config.architecture.parameter_shapes(config.network)
     weights = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
     folder = save_checkpoint(tmp_path / "ckpt", config, weights)
     env = {"HF_HOME": str(tmp_path / "home"), "HF_TOKEN": hub_server.token}

@@ -10,9 +10,9 @@ onnx = pytest.importorskip("onnx", reason="MindSpore export tests need onnx inst
 ort = pytest.importorskip("onnxruntime", reason="MindSpore export tests need onnxruntime installed")
 
 import backends.mindspore as bm  # noqa: E402
-from backends.mindspore.export import export_checkpoint, export_mindspore_unet  # noqa: E402
+from backends.mindspore.export import export_checkpoint, export_mindspore_network  # noqa: E402
 from diffusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from diffusion_core.config import ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core import ModelConfig, UnetConfig  # noqa: E402
 
 CONFIGS = {
     "gray8_selfcond": UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
@@ -26,19 +26,19 @@ CONFIGS = {
 
 def _weights(cfg: UnetConfig) -> dict[str, np.ndarray]:
     """Random weights of a realistic scale (MindSpore's own initialisation, seeded)."""
-    return bm.state_to_numpy(bm.build_unet(cfg, seed=11))
+    return bm.state_to_numpy(bm.build_network(cfg, seed=11))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_exported_graph_matches_mindspore_at_any_batch(name):
     cfg = CONFIGS[name]
-    unet = bm.build_unet(cfg)
+    unet = bm.build_network(cfg)
     bm.load_state_from_numpy(unet, _weights(cfg))
-    model = export_mindspore_unet(unet, ModelConfig(unet=cfg))
+    model = export_mindspore_network(unet, ModelConfig(network=cfg))
     onnx.checker.check_model(model, full_check=True)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = ["x", "t"] + (["x_self_cond"] if cfg.self_condition else [])
-    assert [i.name for i in session.get_inputs()] == names
+    declared = ModelConfig(network=cfg).inputs
+    assert [i.name for i in session.get_inputs()] == [i.name for i in declared]
     assert [o.name for o in session.get_outputs()] == ["out"]
     assert all(i.shape[0] == "batch" for i in session.get_inputs())
     reference = bm.MindSporeDenoiserModel(unet, graph=False)  # MindSpore's own GroupNorm/resize
@@ -47,12 +47,11 @@ def test_exported_graph_matches_mindspore_at_any_batch(name):
         shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
         feeds = {"x": rng.standard_normal(shape, dtype=np.float32),
                  "t": np.full((batch,), t, np.float32)}
-        cond = None
-        if cfg.self_condition:
-            feeds["x_self_cond"] = rng.standard_normal(shape, dtype=np.float32)
-            cond = reference.ops.asarray(feeds["x_self_cond"])
+        extra = {i.name: rng.standard_normal(shape, dtype=np.float32) for i in declared[2:]}
+        feeds.update(extra)
         (got,) = session.run(None, feeds)
-        want = reference(reference.ops.asarray(feeds["x"]), t, cond).asnumpy()
+        want = reference(reference.ops.asarray(feeds["x"]), t,
+                         **{k: reference.ops.asarray(v) for k, v in extra.items()}).asnumpy()
         assert got.shape == shape and np.abs(got - want).max() < 1e-4
         assert np.abs(want).max() > 1e-2
     assert not unet.training and not any(  # the export leaves the Unet as it found it
@@ -62,7 +61,7 @@ def test_exported_graph_matches_mindspore_at_any_batch(name):
 def test_export_checkpoint_writes_a_file_the_onnx_backend_loads(tmp_path):
     from backends import load_model
     cfg = CONFIGS["gray8_selfcond"]
-    folder = save_checkpoint(tmp_path / "ckpt", ModelConfig(unet=cfg), _weights(cfg))
+    folder = save_checkpoint(tmp_path / "ckpt", ModelConfig(network=cfg), _weights(cfg))
     path, diff = export_checkpoint(folder)
     assert path == folder / "model.onnx" and diff < 1e-4
     assert load_checkpoint(folder).onnx_path == path

@@ -16,8 +16,9 @@ torch = pytest.importorskip("torch", reason="MindSpore/PyTorch parity tests need
 import backends.mindspore as bm  # noqa: E402
 import backends.pytorch as bt  # noqa: E402
 from backends import get_backend, load_model  # noqa: E402
+from backends import build_network  # noqa: E402
 from diffusion_core.checkpoint import save_checkpoint  # noqa: E402
-from diffusion_core.config import DiffusionConfig, ModelConfig, UnetConfig  # noqa: E402
+from diffusion_core import DiffusionConfig, ModelConfig, UnetConfig  # noqa: E402
 from diffusion_core.samplers import list_samplers, sample  # noqa: E402
 
 SAMPLER_TOLERANCE = 1e-3
@@ -38,8 +39,8 @@ def models():
     out = {}
     for name, cfg in (("plain", PLAIN), ("self_cond", SELF_COND)):
         torch.manual_seed(3)
-        reference = bt.build_unet(cfg).eval()
-        unet = bm.build_unet(cfg)
+        reference = build_network("pytorch", cfg).eval()
+        unet = bm.build_network(cfg)
         bm.load_state_from_numpy(unet, bt.state_to_numpy(reference))
         out[name] = (bt.TorchDenoiserModel(reference), bm.MindSporeDenoiserModel(unet, graph=True))
     yield out
@@ -50,10 +51,10 @@ def models():
 @pytest.mark.parametrize("which, prediction", [("plain", "eps"), ("self_cond", "v")])
 def test_same_seed_same_images_on_both_backends(models, sampler, which, prediction):
     torch_model, ms_model = models[which]
-    cfg = torch_model.config
+    cfg = torch_model.network.config
     schedule = DiffusionConfig(schedule="cosine").make_schedule()
     kwargs = dict(sampler=sampler, steps=12, shape=(2, cfg.channels, 8, 8), seed=5,
-                  prediction_type=prediction, self_condition=cfg.self_condition)
+                  prediction_type=prediction, model_inputs=ModelConfig(network=cfg).inputs)
     want = sample(torch_model, schedule, ops=torch_model.ops, **kwargs)
     got = sample(ms_model, schedule, ops=ms_model.ops, **kwargs)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -71,8 +72,8 @@ def test_thresholding_runs_through_mindspore_ops(models):
 
 def test_registry_loads_a_canonical_checkpoint(tmp_path):
     torch.manual_seed(0)
-    reference = bt.build_unet(PLAIN).eval()
-    folder = save_checkpoint(tmp_path / "ckpt", ModelConfig(unet=PLAIN),
+    reference = build_network("pytorch", PLAIN).eval()
+    folder = save_checkpoint(tmp_path / "ckpt", ModelConfig(network=PLAIN),
                              bt.state_to_numpy(reference))
     backend = get_backend("mindspore")
     assert (backend.name, backend.title, backend.requires) == ("mindspore", "MindSpore",

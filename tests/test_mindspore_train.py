@@ -15,8 +15,9 @@ import pytest
 ms = pytest.importorskip("mindspore", reason="the MindSpore trainer needs mindspore installed")
 
 import backends.mindspore as bm  # noqa: E402
-from diffusion_core import run_state  # noqa: E402
-from backends.mindspore.train import Trainer, main  # noqa: E402
+from diffusion_core.training import state as run_state  # noqa: E402
+from backends.mindspore.train import main  # noqa: E402
+from backends import build_network  # noqa: E402
 from diffusion_core.checkpoint import load_checkpoint  # noqa: E402
 from diffusion_core.data import load_dataset  # noqa: E402
 
@@ -73,10 +74,10 @@ def _outputs_agree(folder: Path) -> None:
     torch = pytest.importorskip("torch", reason="the cross-framework check needs torch")
     import backends.pytorch as bt
     checkpoint = load_checkpoint(folder)
-    cfg = checkpoint.config.unet
-    reference = bt.build_unet(cfg).eval()
+    cfg = checkpoint.config.network
+    reference = build_network("pytorch", cfg).eval()
     bt.load_state_from_numpy(reference, checkpoint.weights)
-    unet = bm.build_unet(cfg)
+    unet = bm.build_network(cfg)
     bm.load_state_from_numpy(unet, checkpoint.weights)
     model = bm.MindSporeDenoiserModel(unet, graph=False)
     x = np.random.default_rng(0).standard_normal((2, cfg.channels, 8, 8), dtype=np.float32)
@@ -141,19 +142,25 @@ def test_bf16_is_refused_on_cpu_with_the_reason(tmp_path, capsys):
 
 def test_float16_loss_scaling_skips_overflowing_steps(tmp_path):
     from backends.mindspore.model import assign_parameter
-    from diffusion_core.config import ModelConfig, UnetConfig
-    from diffusion_core.train_config import TrainConfig
+    from diffusion_core import ModelConfig, UnetConfig
+    from backends.mindspore.engine import MindSporeEngine
+    from diffusion_core.training.config import TrainConfig
+    from diffusion_core.training.loop import TrainingLoop
     cfg = UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                      resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
-    config = TrainConfig(model=ModelConfig(unet=cfg), batch_size=8, out=str(tmp_path))
-    trainer = Trainer(config, load_dataset("digits", 8), precision="float16")
-    scaler = trainer.step_fn.scaler
+    config = TrainConfig(model=ModelConfig(network=cfg), batch_size=8, out=str(tmp_path))
+    dataset = load_dataset("digits", 8)
+    engine = MindSporeEngine(config, dataset, precision="float16")
+    loop = TrainingLoop(config, dataset, engine)
+    scaler = engine.step_fn.scaler
     assert float(scaler.scale_value.asnumpy()) == 2.0 ** 16
-    assert np.isfinite(trainer.train_step())          # float16 forward, float32 master weights
-    before = trainer.step_fn.ema_weights()
+    loss, applied = engine.step(list(loop.micro_batches()), 0)
+    assert applied and np.isfinite(loss)               # float16 forward, float32 master weights
+    before = engine.ema_weights()
     assign_parameter(scaler.scale_value, np.array(3e38, np.float32))  # forces Inf gradients
-    assert np.isnan(trainer.train_step())             # skipped ...
+    loss, applied = engine.step(list(loop.micro_batches()), 1)
+    assert not applied                                 # skipped ...
     assert float(scaler.scale_value.asnumpy()) == pytest.approx(1.5e38)  # ... and the scale halved
-    after = trainer.step_fn.ema_weights()
+    after = engine.ema_weights()
     assert all(np.array_equal(before[n], after[n]) for n in before)  # nothing was updated
-    assert trainer.step_fn.updates == 1
+    assert engine.step_fn.updates == 1

@@ -16,9 +16,11 @@ torch = pytest.importorskip("torch", reason="MindSpore/PyTorch parity tests need
 import backends.mindspore as bm  # noqa: E402
 import backends.pytorch as bt  # noqa: E402
 from backends.mindspore.names import canonical_to_mindspore, mindspore_to_canonical  # noqa: E402
-from diffusion_core.config import UnetConfig  # noqa: E402
+from backends import build_network  # noqa: E402
+from declared import self_cond  # noqa: E402
+from diffusion_core import UnetConfig  # noqa: E402
 from diffusion_core.ops import NumpyOps  # noqa: E402
-from diffusion_core.unet_spec import parameter_shapes  # noqa: E402
+from diffusion_core.architectures.unet import parameter_shapes  # noqa: E402
 
 PARITY = 1e-4
 CONFIGS = {
@@ -40,13 +42,13 @@ CONFIGS = {
 
 def torch_unet(cfg: UnetConfig, seed: int = 0):
     torch.manual_seed(seed)
-    return bt.build_unet(cfg).eval()
+    return build_network("pytorch", cfg).eval()
 
 
 def pair(cfg: UnetConfig, seed: int = 0):
     """A PyTorch Unet and a MindSpore Unet holding the same (PyTorch-initialised) weights."""
     reference = torch_unet(cfg, seed)
-    unet = bm.build_unet(cfg)
+    unet = bm.build_network(cfg)
     bm.load_state_from_numpy(unet, bt.state_to_numpy(reference))
     return reference, unet
 
@@ -67,16 +69,16 @@ def torch_output(reference, x, t, cond=None):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_names_and_shapes_equal_the_spec(name):
     cfg = CONFIGS[name]
-    unet = bm.build_unet(cfg)
-    to_canonical = mindspore_to_canonical(cfg)
+    unet = bm.build_network(cfg)
+    to_canonical = mindspore_to_canonical(unet)
     found = [(to_canonical[n], tuple(p.shape)) for n, p in unet.parameters_and_names()]
     assert found == list(parameter_shapes(cfg).items())  # every name, in state_dict order
-    assert list(canonical_to_mindspore(cfg)) == list(parameter_shapes(cfg))
+    assert list(canonical_to_mindspore(unet)) == list(parameter_shapes(cfg))
 
 
 def test_name_map_renames_only_group_norm():
     cfg = CONFIGS["gray28_122"]
-    renamed = {c: m for c, m in canonical_to_mindspore(cfg).items() if c != m}
+    renamed = {c: m for c, m in canonical_to_mindspore(bm.build_network(cfg)).items() if c != m}
     assert renamed and all(c.rsplit(".", 1)[0] == m.rsplit(".", 1)[0] for c, m in renamed.items())
     assert {(c.rsplit(".", 1)[1], m.rsplit(".", 1)[1]) for c, m in renamed.items()} == {
         ("weight", "gamma"), ("bias", "beta")}
@@ -92,7 +94,7 @@ def test_pynative_parity_with_pytorch(name):
     for t in (0.0, 417.25, 999.0):  # fractional timesteps are part of the contract
         c = cond if cfg.self_condition else None
         want = torch_output(reference, x, t, c)
-        got = model(model.ops.asarray(x), t, None if c is None else model.ops.asarray(c))
+        got = model(model.ops.asarray(x), t, **self_cond(cfg, None if c is None else model.ops.asarray(c)))
         assert np.abs(got.asnumpy() - want).max() < PARITY, (name, t)
         assert np.abs(want).max() > 1e-2  # a real signal, not two zeros agreeing
 
@@ -138,7 +140,7 @@ def test_round_trip_of_canonical_weights():
 
 def test_strict_loading_names_every_problem():
     cfg = CONFIGS["gray16_12_selfcond"]
-    unet = bm.build_unet(cfg)
+    unet = bm.build_network(cfg)
     state = bm.state_to_numpy(unet)
     before = bm.state_to_numpy(unet)
     broken = dict(state)
@@ -152,18 +154,18 @@ def test_strict_loading_names_every_problem():
     assert "final_conv.weight: checkpoint (2, 8, 1, 1), model (1, 8, 1, 1)" in message
     after = bm.state_to_numpy(unet)
     assert all(np.array_equal(before[n], after[n]) for n in before)  # nothing was copied
-    mindspore_named = {canonical_to_mindspore(cfg)[n]: v for n, v in state.items()}
+    mindspore_named = {canonical_to_mindspore(unet)[n]: v for n, v in state.items()}
     with pytest.raises(ValueError, match="MindSpore's own parameter names"):
         bm.load_state_from_numpy(unet, mindspore_named)
 
 
 def test_input_errors_say_what_is_expected():
-    model = bm.MindSporeDenoiserModel(bm.build_unet(CONFIGS["gray28_122"]), graph=False)
+    model = bm.MindSporeDenoiserModel(bm.build_network(CONFIGS["gray28_122"]), graph=False)
     with pytest.raises(ValueError, match=r"shape \(batch, 1, 28, 28\).*got \(2, 1, 16, 16\)"):
         model(model.ops.asarray(np.zeros((2, 1, 16, 16), np.float32)), 3.0)
-    with pytest.raises(ValueError, match="self_condition=False"):
+    with pytest.raises(ValueError, match=r"takes no input\(s\) \['x_self_cond'\]"):
         x = model.ops.asarray(np.zeros((2, 1, 28, 28), np.float32))
-        model(x, 3.0, x)
+        model(x, 3.0, x_self_cond=x)
 
 
 def test_ops_match_numpy():

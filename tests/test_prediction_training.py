@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffusion_core.ops import NUMPY
-from diffusion_core.prediction import Denoiser, X0Processing, dynamic_threshold, from_eps_x0, to_eps_x0
+from diffusion_core.prediction import dynamic_threshold, from_eps_x0, to_eps_x0
 from diffusion_core.schedules import make_schedule
 from diffusion_core.training import (LossConfig, draw, loss_weight, q_sample, target, weighted_mse,
                                      x0_from_output)
@@ -40,16 +40,6 @@ def test_dynamic_threshold():
     # larger max: s = quantile(|x|, ratio) capped at max_value, then clamp and divide
     s = min(np.quantile(np.abs(x), 0.9), 2.5)
     np.testing.assert_allclose(dynamic_threshold(x, NUMPY, 0.9, 2.5), np.clip(x, -s, s) / s, rtol=1e-6)
-
-
-def test_denoiser_re_derives_eps_after_clipping():
-    abar = 0.25
-    x_t = np.full((1, 1, 2, 2), 3.0)
-    d = Denoiser(lambda x, t: np.zeros_like(x), "eps", NUMPY, X0Processing(clip=True))
-    p = d(x_t, 10.0, abar)
-    assert np.all(p.x0 == 1.0)  # 3 / 0.5 = 6, clipped
-    np.testing.assert_allclose(np.sqrt(abar) * p.x0 + np.sqrt(1 - abar) * p.eps, x_t)
-    assert d.evaluations == 1
 
 
 def test_q_sample_and_targets():

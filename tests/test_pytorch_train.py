@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch trainer needs torch")
 
-from diffusion_core import run_state  # noqa: E402
+from diffusion_core.training import state as run_state  # noqa: E402
 from backends.pytorch.train import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_run_folder_and_export(trained):
     from backends import load_model
     from diffusion_core import list_samplers
     from diffusion_core.checkpoint import load_checkpoint
-    from diffusion_core.train_config import load_run_config
+    from diffusion_core.training.config import load_run_config
 
     assert sorted(p.name for p in (trained / "samples").iterdir()) == ["step_0000100.png", "step_0000150.png"]
     assert load_run_config(trained).steps == 150
@@ -100,7 +100,7 @@ def test_resume_errors(tmp_path, capsys):
     capsys.readouterr()
     assert "add --resume" in _error(capsys, run)                      # would overwrite the run
     err = _error(capsys, run + ["--resume", "--lr", "1e-3", "--dim", "12"])
-    assert "lr: checkpoint 0.0002, now 0.001" in err and "model.unet.dim: checkpoint 8, now 12" in err
+    assert "lr: checkpoint 0.0002, now 0.001" in err and "model.network.dim: checkpoint 8, now 12" in err
     assert main(run + ["--resume", "--steps", "3", "--log-every", "1"]) == 0  # longer: allowed
     capsys.readouterr()
     state = out / run_state.STATE_FILE

@@ -15,11 +15,13 @@ if str(REPO) not in sys.path:  # the packages live at the repository root, not i
 
 torch = pytest.importorskip("torch", reason="PyTorch backend tests need torch installed")
 
-from backends.pytorch import (TorchDenoiserModel, TorchOps, Unet, build_unet,  # noqa: E402
+from backends import build_network  # noqa: E402
+from declared import self_cond  # noqa: E402
+from backends.pytorch import (TorchDenoiserModel, TorchOps, Unet,  # noqa: E402
                               load_state_from_numpy, state_to_numpy)
-from diffusion_core.config import ConfigError, UnetConfig  # noqa: E402
+from diffusion_core import ConfigError, UnetConfig  # noqa: E402
 from diffusion_core.ops import NumpyOps  # noqa: E402
-from diffusion_core.unet_spec import count_parameters, forward_flops, parameter_shapes  # noqa: E402
+from diffusion_core.architectures.unet import count_parameters, forward_flops, parameter_shapes  # noqa: E402
 
 # Small widths keep the file fast; the structure (levels, attention kinds, sizes) is what varies.
 CONFIGS = {
@@ -41,7 +43,7 @@ CONFIGS = {
 
 def make_unet(cfg: UnetConfig, seed: int = 0) -> Unet:
     torch.manual_seed(seed)
-    return build_unet(cfg).eval()
+    return build_network("pytorch", cfg).eval()
 
 
 def images(cfg: UnetConfig, batch: int, seed: int = 1) -> torch.Tensor:
@@ -171,7 +173,7 @@ def test_fractional_timestep_reaches_the_network():
 def test_adapter_turns_dropout_off_and_flushes_denormals():
     cfg = UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                      resnet_block_groups=4, dropout=0.5)
-    unet = build_unet(cfg).train()
+    unet = build_network("pytorch", cfg).train()
     model = TorchDenoiserModel(unet)
     x = images(cfg, 2)
     assert not unet.training and torch.equal(model(x, 3.0), model(x, 3.0))
@@ -187,11 +189,11 @@ def test_self_condition_input():
     cfg = CONFIGS["gray16_12_selfcond"]
     model = TorchDenoiserModel(make_unet(cfg))
     x = images(cfg, 2)
-    assert torch.equal(model(x, 4.0), model(x, 4.0, torch.zeros_like(x)))
-    assert (model(x, 4.0, images(cfg, 2, seed=5)) - model(x, 4.0)).abs().max() > 1e-6
+    assert torch.equal(model(x, 4.0), model(x, 4.0, **self_cond(cfg, torch.zeros_like(x))))
+    assert (model(x, 4.0, **self_cond(cfg, images(cfg, 2, seed=5))) - model(x, 4.0)).abs().max() > 1e-6
     plain = TorchDenoiserModel(make_unet(CONFIGS["gray28_122"]))
-    with pytest.raises(ValueError, match="self_condition=False"):
-        plain(images(CONFIGS["gray28_122"], 1), 4.0, images(CONFIGS["gray28_122"], 1))
+    with pytest.raises(ValueError, match=r"takes no input\(s\) \['x_self_cond'\]"):
+        plain(images(CONFIGS["gray28_122"], 1), 4.0, **self_cond(cfg, images(CONFIGS["gray28_122"], 1)))
 
 
 def test_batch_independence():
@@ -206,8 +208,8 @@ def test_batch_independence():
 
 def test_core_spec_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['mindspore'] = None\n"
-            "from diffusion_core.config import UnetConfig\n"
-            "from diffusion_core.unet_spec import count_parameters\n"
+            "from diffusion_core import UnetConfig\n"
+            "from diffusion_core.architectures.unet import count_parameters\n"
             "print(count_parameters(UnetConfig()))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

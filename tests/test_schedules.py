@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffusion_core.samplers.ddpm import posterior
 from diffusion_core.schedules import (SCHEDULES, NoiseSchedule, linear_betas, make_schedule,
                                       rescale_zero_terminal_snr)
 from diffusion_core.timesteps import karras_sigmas, sigma_at, spaced_timesteps, t_from_sigma
@@ -26,24 +27,25 @@ def test_alphas_cumprod_decreasing_in_unit_interval(name, zero):
 @pytest.mark.parametrize("name,zero", ALL)
 def test_posterior_identities(name, zero):
     s = make_schedule(name, 1000, zero_terminal_snr=zero)
-    t = np.arange(1, 999)  # the last entry of a zero-SNR schedule is a limit, checked below
-    abar, abar_prev = s.alphas_cumprod[t], s.alphas_cumprod_prev[t]
-    c1, c2, var = s.posterior_mean_coef1[t], s.posterior_mean_coef2[t], s.posterior_variance[t]
-    # noiseless x_t = sqrt(abar_t) x0 must map to mean sqrt(abar_{t-1}) x0
-    np.testing.assert_allclose(c1 + c2 * np.sqrt(abar), np.sqrt(abar_prev), rtol=1e-10)
-    # law of total variance: Var(x_{t-1} | x0) = c2^2 Var(x_t | x0) + posterior variance
-    np.testing.assert_allclose(c2 ** 2 * (1 - abar) + var, 1 - abar_prev, rtol=1e-9)
-    # DDPM Eq. 7 and the log-variance clip at t = 0
-    np.testing.assert_allclose(var, s.betas[t] * (1 - abar_prev) / (1 - abar), rtol=1e-12)
-    assert s.posterior_variance[0] == 0.0
-    assert s.posterior_log_variance_clipped[0] == np.log(s.posterior_variance[1])
-    assert np.all(np.isfinite(s.posterior_log_variance_clipped))
-    np.testing.assert_allclose(s.snr[:-1], abar_all(s)[:-1] / (1 - abar_all(s)[:-1]))
-    np.testing.assert_allclose(s.sigmas[:-1] ** 2, 1.0 / s.snr[:-1], rtol=1e-10)
+    abar = s.alphas_cumprod
+    for t, prev in [(1, 0), (500, 499), (998, 997), (900, 400), (10, 0)]:  # full and respaced steps
+        c1, c2, var, beta = posterior(float(abar[t]), float(abar[prev]))
+        a_t, a_prev = float(abar[t]), float(abar[prev])
+        # noiseless x_t = sqrt(abar_t) x0 must map to mean sqrt(abar_prev) x0
+        assert c1 + c2 * np.sqrt(a_t) == pytest.approx(np.sqrt(a_prev), rel=1e-10)
+        # law of total variance: Var(x_prev | x0) = c2^2 Var(x_t | x0) + posterior variance
+        assert c2 ** 2 * (1 - a_t) + var == pytest.approx(1 - a_prev, rel=1e-9)
+        if prev == t - 1:  # DDPM Eq. 7 at the full schedule
+            assert var == pytest.approx(s.betas[t] * (1 - a_prev) / (1 - a_t), rel=1e-9)
+            assert beta == pytest.approx(s.betas[t], rel=1e-9)
+    np.testing.assert_allclose(s.snr[:-1], abar[:-1] / (1 - abar[:-1]))
+    np.testing.assert_allclose(s.sqrt_alphas_cumprod ** 2 + s.sqrt_one_minus_alphas_cumprod ** 2, 1.0)
 
 
-def abar_all(s: NoiseSchedule) -> np.ndarray:
-    return s.alphas_cumprod
+def test_schedules_refuse_a_beta_range_they_do_not_read():
+    with pytest.raises(ValueError, match="cosine schedule does not read beta_start"):
+        make_schedule("cosine", beta_start=1e-3)
+    assert make_schedule("linear", beta_start=1e-3).betas[0] == pytest.approx(1e-3)
 
 
 def test_arrays_are_frozen():
@@ -122,8 +124,9 @@ def test_spacings_visit_the_right_ends():
 def test_sigma_interpolation_round_trip():
     s = make_schedule("cosine")
     grid = np.arange(1000.0)
-    np.testing.assert_allclose(sigma_at(s, grid), s.sigmas, rtol=1e-12)
-    np.testing.assert_allclose(t_from_sigma(s, s.sigmas), grid, atol=1e-9)
+    sigmas = np.sqrt((1 - s.alphas_cumprod) / s.alphas_cumprod)
+    np.testing.assert_allclose(sigma_at(s, grid), sigmas, rtol=1e-12)
+    np.testing.assert_allclose(t_from_sigma(s, sigmas), grid, atol=1e-9)
     # between grid points sigma is interpolated linearly but t from log sigma, so a round trip
     # is only close; it stays inside the same unit interval and keeps the order
     t = np.array([3.5, 500.25, 998.9])

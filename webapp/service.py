@@ -133,10 +133,11 @@ class DiffusionService:
             checkpoint = self.checkpoint()
         except ServiceError as error:
             return f"**No model loaded.** {error}"
-        unet, diffusion = checkpoint.config.unet, checkpoint.config.diffusion
-        dataset = checkpoint.config.notes.get("dataset")
-        return (f"**Model:** `{self._source}`: {unet.image_size}x{unet.image_size}, {unet.channels} "
-                f"channel{'s' if unet.channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
+        config = checkpoint.config
+        (channels, height, width), diffusion = config.sample_shape, config.diffusion
+        dataset = config.notes.get("dataset")
+        return (f"**Model:** `{self._source}`: {config.architecture.name}, {height}x{width}, {channels} "
+                f"channel{'s' if channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
                 f"({diffusion.schedule} schedule, predicts {diffusion.prediction_type})"
                 + (f", trained on {dataset}" if dataset else "")
                 + ("" if checkpoint.onnx_path else ". No model.onnx, so ONNX Runtime cannot run it"))

@@ -1,7 +1,7 @@
-"""MindSpore backend: the Unet, the tensor protocol, the model-contract adapter, trainer and export.
+"""MindSpore backend: the networks, the tensor protocol, the model-contract adapter, trainer, export.
 
 `prepare(device)` must run before MindSpore's first operation: it picks the device and runs that
-first operation under ONEDNN_MAX_CPU_ISA=AVX2. build_unet, the model adapter, the backend, the
+first operation under ONEDNN_MAX_CPU_ISA=AVX2. build_network, the model adapter, the backend, the
 trainer and the benchmark call it; call it yourself before other MindSpore work.
 """
 from __future__ import annotations
@@ -66,10 +66,10 @@ def pin_onednn_isa() -> None:
         del os.environ[ISA_VARIABLE]
 
 
-from .model import (MindSporeDenoiserModel, build_unet, load_state_from_numpy,  # noqa: E402
+from .model import (MindSporeDenoiserModel, build_network, load_state_from_numpy,  # noqa: E402
                     state_to_numpy)
 from .ops import MindSporeOps  # noqa: E402
 from .unet import Unet  # noqa: E402
 
-__all__ = ["MindSporeDenoiserModel", "MindSporeOps", "Unet", "build_unet", "load_state_from_numpy",
+__all__ = ["MindSporeDenoiserModel", "MindSporeOps", "Unet", "build_network", "load_state_from_numpy",
            "pin_onednn_isa", "prepare", "state_to_numpy"]

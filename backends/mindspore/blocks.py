@@ -1,6 +1,6 @@
 """Building blocks of the MindSpore Unet: the maths of backends/pytorch/blocks.py, cell for cell.
 
-Cell attribute names are the canonical module names of diffusion_core/unet_spec.py; parameter
+Cell attribute names are the canonical module names of diffusion_core/architectures/unet.py; parameter
 names follow MindSpore's own habits (GroupNorm gamma/beta) and names.py maps them to the canonical
 checkpoint names.
 

@@ -1,11 +1,11 @@
-"""Export a checkpoint's Unet from MindSpore to ONNX, with the interface of the PyTorch export.
+"""Export a checkpoint's network from MindSpore to ONNX, with the interface of the PyTorch export.
 
     python -m backends.mindspore.export <checkpoint-folder> [--no-verify] [--output PATH]
 
 writes <folder>/model.onnx (or PATH) atomically after onnx.checker has passed and ONNX Runtime has
-reproduced MindSpore's output. Inputs `x` (B, C, H, W) and `t` (B,) float32 [+ `x_self_cond`],
-output `out`, batch dynamic: the contract of backends/onnx/runtime.py, stamped with the same
-provenance metadata (backends/onnx/export.add_metadata), so the ONNX Runtime backend loads it.
+reproduced MindSpore's output. Inputs as the architecture declares them (`x`, `t`, then its
+optional inputs), output `out`, batch dynamic: the contract of backends/onnx/runtime.py, stamped
+with the same provenance metadata (backends/onnx/export.add_metadata), so ONNX Runtime loads it.
 
 What MindSpore 2.10's exporter needs, and how it is met:
   * no ONNX GroupNorm and no nearest resize: the Unet is switched to its decomposed spelling
@@ -28,37 +28,35 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from diffusion_core.architectures import BATCH
 from diffusion_core.config import ModelConfig
 
-TRACE_BATCH = 2
 VERIFY_TOLERANCE = 1e-4  # max |ORT - MindSpore|; float32 reordering gives ~1e-6
 
 
-def export_mindspore_unet(unet, config: ModelConfig):
-    """The Unet as an onnx.ModelProto with a dynamic batch and the toolkit's input/output names."""
+def export_mindspore_network(network, config: ModelConfig):
+    """The network as an onnx.ModelProto with a dynamic batch and the declared input names."""
     import mindspore as ms
     import onnx
 
-    from backends.onnx.export import OUTPUT_NAME
-    from backends.onnx.runtime import INPUT_SELF_COND, INPUT_T, INPUT_X
+    from backends.onnx.export import OUTPUT_NAME, TRACE_BATCH, example_inputs
 
-    cfg = config.unet
-    x = ms.Tensor(np.zeros((TRACE_BATCH, cfg.channels, cfg.image_size, cfg.image_size), np.float32))
-    args = [x, ms.Tensor(np.full((TRACE_BATCH,), 10.5, np.float32))]
-    names = [INPUT_X, INPUT_T]
-    if cfg.self_condition:
-        args.append(x)
-        names.append(INPUT_SELF_COND)
-    was_training = unet.training
-    unet.set_train(False)
-    unet.set_decomposed(True)
+    declared = config.inputs
+    args = [ms.Tensor(a) for a in example_inputs(declared, TRACE_BATCH)]
+    names = [spec.name for spec in declared]
+    # A network whose ops MindSpore's exporter lacks (GroupNorm, nearest resize) has an
+    # export-friendly spelling behind set_decomposed (the Unet's blocks.py).
+    decompose = getattr(network, "set_decomposed", lambda on: network)
+    was_training = network.training
+    network.set_train(False)
+    decompose(True)
     try:
         with tempfile.TemporaryDirectory() as folder:
-            ms.export(unet, *args, file_name=os.path.join(folder, "unet"), file_format="ONNX")
-            model = onnx.load(os.path.join(folder, "unet.onnx"))
+            ms.export(network, *args, file_name=os.path.join(folder, "network"), file_format="ONNX")
+            model = onnx.load(os.path.join(folder, "network.onnx"))
     finally:
-        unet.set_decomposed(False)
-        unet.set_train(was_training)
+        decompose(False)
+        network.set_train(was_training)
     graph = model.graph
     if len(graph.input) != len(names) or len(graph.output) != 1:
         raise RuntimeError(f"MindSpore exported inputs {[i.name for i in graph.input]} and "
@@ -71,24 +69,24 @@ def export_mindspore_unet(unet, config: ModelConfig):
         node.output[:] = [renames.get(n, n) for n in node.output]
     for value in list(graph.input) + list(graph.output):
         value.name = renames[value.name]
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"  # clears the traced dim_value
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH  # clears the traced dim_value
     # Shapes inferred at the traced batch would contradict the dynamic one; ORT re-infers them.
     del graph.value_info[:]
     return model
 
 
-def verify_against_mindspore(data: bytes, unet, config: ModelConfig, weights,
+def verify_against_mindspore(data: bytes, network, config: ModelConfig, weights,
                              batch: int = 3) -> float:
     """max_difference (backends/onnx/export.py) with the MindSpore Unet (normal, not decomposed)
     as the reference."""
     from backends.onnx.export import max_difference
 
     from .model import MindSporeDenoiserModel
-    ms_model = MindSporeDenoiserModel(unet, graph=False)
+    ms_model = MindSporeDenoiserModel(network, config.inputs, graph=False)
 
-    def reference(x, t, cond):
+    def reference(x, t, **inputs):
         return ms_model(ms_model.ops.asarray(x), t,
-                        None if cond is None else ms_model.ops.asarray(cond)).asnumpy()
+                        **{k: ms_model.ops.asarray(v) for k, v in inputs.items()}).asnumpy()
     return max_difference(data, config, weights, reference, batch)
 
 
@@ -102,17 +100,17 @@ def export_checkpoint(folder: str | os.PathLike, verify: bool = True,
     from backends.onnx.export import add_metadata, serialize_checked, write_model_onnx
     from diffusion_core.checkpoint import load_checkpoint
 
-    from .model import build_unet, load_state_from_numpy
+    from .model import build_network, load_state_from_numpy
     checkpoint = load_checkpoint(folder)
-    unet = build_unet(checkpoint.config.unet)
-    load_state_from_numpy(unet, checkpoint.weights)
-    model = export_mindspore_unet(unet, checkpoint.config)
+    network = build_network(checkpoint.config.network)
+    load_state_from_numpy(network, checkpoint.weights)
+    model = export_mindspore_network(network, checkpoint.config)
     add_metadata(model, checkpoint.config, checkpoint.weights,
                  exporter=f"mindspore {ms.__version__} mindspore.export(file_format='ONNX')")
     data = serialize_checked(model)
     diff = None
     if verify:
-        diff = verify_against_mindspore(data, unet, checkpoint.config, checkpoint.weights)
+        diff = verify_against_mindspore(data, network, checkpoint.config, checkpoint.weights)
         if not diff <= VERIFY_TOLERANCE:
             raise RuntimeError(f"the exported graph differs from MindSpore by {diff:.3g} (more "
                                f"than {VERIFY_TOLERANCE}); not writing it")
@@ -126,7 +124,7 @@ def export_checkpoint(folder: str | os.PathLike, verify: bool = True,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backends.mindspore.export",
-        description="Export a checkpoint folder's Unet from MindSpore to <folder>/model.onnx.")
+        description="Export a checkpoint folder's network from MindSpore to <folder>/model.onnx.")
     parser.add_argument("folder", help="checkpoint folder holding config.json and model.safetensors")
     parser.add_argument("--output", help="write here instead of <folder>/model.onnx")
     parser.add_argument("--no-verify", action="store_true",

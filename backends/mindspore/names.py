@@ -1,41 +1,49 @@
-"""The one map between canonical parameter names (PyTorch's) and the MindSpore Unet's.
+"""The one map between canonical parameter names (PyTorch's) and a MindSpore network's.
 
-Module paths are the same in both frameworks (unet_spec.py names them); only the last part of a
-parameter name can differ, and it depends on the kind of layer alone:
+A MindSpore network of any architecture names its cells like the PyTorch network names its
+modules, so module paths agree; only the last part of a parameter name can differ, and it depends
+on MindSpore's own spelling alone, never on the architecture:
 
-    layer kind   canonical   MindSpore
-    norm         weight      gamma       GroupNorm's affine scale
-    norm         bias        beta        GroupNorm's affine shift
-    conv         weight      weight      (c_out, c_in, k, k) in both
-    conv         bias        bias
-    linear       weight      weight      nn.Dense stores (out, in) like nn.Linear: no transpose
-    linear       bias        bias
+    MindSpore          canonical
+    gamma              weight          GroupNorm / LayerNorm / BatchNorm affine scale
+    beta               bias            their affine shift
+    embedding_table    weight          nn.Embedding
+    moving_mean        running_mean    BatchNorm statistics
+    moving_variance    running_var
+    weight, bias       unchanged       Conv2d (c_out, c_in, k, k) and Dense (out, in) as in PyTorch
 
-Shapes are identical, so a weight moves between frameworks by name alone.
+Shapes are identical, so a weight moves between frameworks by name alone. The map is derived
+from the network's own parameters and checked against the architecture's canonical table, so a
+new architecture needs no name table of its own.
 """
 from __future__ import annotations
 
-from diffusion_core.config import UnetConfig
-from diffusion_core.unet_spec import layers, parameter_shapes
+from diffusion_core.architectures import architecture_of
 
-# layer kind -> {canonical suffix: MindSpore suffix}
-SUFFIXES: dict[str, dict[str, str]] = {
-    "norm": {"weight": "gamma", "bias": "beta"},
-    "conv": {"weight": "weight", "bias": "bias"},
-    "linear": {"weight": "weight", "bias": "bias"},
-}
+SUFFIXES = {"gamma": "weight", "beta": "bias", "embedding_table": "weight",
+            "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
-def canonical_to_mindspore(cfg: UnetConfig) -> dict[str, str]:
-    """Canonical name -> MindSpore parameter name, for every parameter, in canonical order."""
-    kind_of = {layer.name: layer.kind for layer in layers(cfg)}
-    mapping = {}
-    for name in parameter_shapes(cfg):
-        module, suffix = name.rsplit(".", 1)
-        mapping[name] = f"{module}.{SUFFIXES[kind_of[module]][suffix]}"
-    return mapping
+def canonical_name(mindspore_name: str) -> str:
+    module, _, suffix = mindspore_name.rpartition(".")
+    return f"{module}.{SUFFIXES.get(suffix, suffix)}" if module else SUFFIXES.get(suffix, suffix)
 
 
-def mindspore_to_canonical(cfg: UnetConfig) -> dict[str, str]:
+def canonical_to_mindspore(network) -> dict[str, str]:
+    """Canonical name -> MindSpore parameter name for every parameter of `network` (a Cell with a
+    `config` of a registered architecture), in the architecture's canonical order.
+
+    RuntimeError if the network's parameters and the architecture's table disagree: a bug in the
+    network, never in a user's checkpoint."""
+    found = {canonical_name(name): name for name, _ in network.parameters_and_names()}
+    expected = architecture_of(network.config).parameter_shapes(network.config)
+    if set(found) != set(expected):
+        extra, missing = sorted(set(found) - set(expected)), sorted(set(expected) - set(found))
+        raise RuntimeError(f"the MindSpore network's parameters do not match the canonical table: "
+                           f"unexpected {extra[:5]}, missing {missing[:5]}")
+    return {name: found[name] for name in expected}
+
+
+def mindspore_to_canonical(network) -> dict[str, str]:
     """MindSpore parameter name -> canonical name (the inverse of canonical_to_mindspore)."""
-    return {ms_name: name for name, ms_name in canonical_to_mindspore(cfg).items()}
+    return {ms_name: name for name, ms_name in canonical_to_mindspore(network).items()}

@@ -1,9 +1,11 @@
-"""The tensor protocol of diffusion_core/ops.py for MindSpore (float32 tensors on MindSpore's device)."""
+"""The tensor protocol of diffusion_core/ops.py for MindSpore (tensors on MindSpore's device)."""
 from __future__ import annotations
 
 import numpy as np
 import mindspore as ms
 from mindspore import ops
+
+from diffusion_core.ops import index_or_float32
 
 
 class MindSporeOps:
@@ -12,7 +14,7 @@ class MindSporeOps:
     name = "mindspore"
 
     def asarray(self, a: np.ndarray) -> ms.Tensor:
-        return ms.Tensor(np.ascontiguousarray(a, dtype=np.float32))
+        return ms.Tensor(np.ascontiguousarray(a, dtype=index_or_float32(a)))
 
     def to_numpy(self, x: ms.Tensor) -> np.ndarray:
         return x.astype(ms.float32).asnumpy()

@@ -27,31 +27,17 @@ import mindspore as ms
 from mindspore import amp, nn, ops
 
 from diffusion_core import training
-from diffusion_core.config import ConfigError
-from diffusion_core.train_config import TrainConfig
+from diffusion_core.architectures import SELF_CONDITION, find_role, optional_inputs
+from diffusion_core.parsing import ConfigError
+from diffusion_core.training.config import TrainConfig
+from diffusion_core.training.rules import ema_decay_at, learning_rate_at
 
 from .blocks import GroupNorm
 from .model import assign_parameter
 from .names import mindspore_to_canonical
-from .unet import Unet
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 BF16_CPU_MISSING = "Conv2D, BatchMatMul, Softmax, Sigmoid, GroupNorm and Sin"
-
-
-def ema_decay_at(n: int, decay: float, warmup: int) -> float:
-    """The PyTorch trainer's rule (backends/pytorch/ema.py): decay_n = min(decay, (1 + n) / (10 + n))
-    for the first `warmup` updates (n from 0), then `decay`."""
-    if n < warmup:
-        return min(decay, (1.0 + n) / (10.0 + n))
-    return decay
-
-
-def learning_rate_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then constant (as the PyTorch trainer)."""
-    if config.warmup_steps:
-        return config.lr * min(1.0, (step + 1) / config.warmup_steps)
-    return config.lr
 
 
 _hyper_map = ops.HyperMap()
@@ -77,6 +63,12 @@ def _add_one(a, b):
 
 def _add_gradients(a, b):
     return _hyper_map(_add, a, b)
+
+
+def _graph_tuple(tensors: list):
+    """A tuple of tensors as a graph input that stays an input (ms.mutable), not a constant that
+    recompiles the graph for every new value; the empty tuple is a constant anyway."""
+    return ms.mutable(tuple(tensors)) if tensors else ()
 
 
 class WeightUpdate(nn.Cell):
@@ -128,9 +120,9 @@ class WeightUpdate(nn.Cell):
 
 
 class TrainStep:
-    """The compiled step of `unet` and the state around it: AdamW moments, EMA, loss scale."""
+    """The compiled step of a network and the state around it: AdamW moments, EMA, loss scale."""
 
-    def __init__(self, unet: Unet, config: TrainConfig, precision: str = "float32"):
+    def __init__(self, unet, config: TrainConfig, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "bfloat16" and ms.get_context("device_target") == "CPU":
@@ -138,7 +130,8 @@ class TrainStep:
                              f"{BF16_CPU_MISSING}; train in float32 on CPU (drop --bf16)")
         self.unet, self.config, self.precision = unet, config, precision
         self.prediction_type = config.model.diffusion.prediction_type
-        self.self_condition = config.model.unet.self_condition
+        self.optional = optional_inputs(config.model.inputs)
+        self.self_condition = find_role(self.optional, SELF_CONDITION)
         unet.set_train(True)
         if precision != "float32":
             # O2: every cell computes in half precision, weights stay float32 (the master copy
@@ -151,7 +144,8 @@ class TrainStep:
                 if isinstance(cell, GroupNorm):
                     cell.to_float(ms.float32)
         params = unet.trainable_params()
-        self.canonical = [mindspore_to_canonical(unet.config)[p.name] for p in params]
+        to_canonical = mindspore_to_canonical(unet)
+        self.canonical = [to_canonical[p.name] for p in params]
         self.weights = WeightUpdate(params, config)
         self.updates = 0  # AdamW's t: applied updates (a skipped float16 step does not count)
         # Dynamic loss scaling (Micikevicius et al. 2018): start at 2^16, halve on overflow,
@@ -163,27 +157,25 @@ class TrainStep:
         self.update = ms.jit(self.weights.construct)
         self.add = ms.jit(_add_gradients)
 
-    def _loss(self, x0, noise, t, signal_coef, noise_coef, target_x0, target_eps, weight, cond,
+    def _loss(self, x0, noise, t, signal_coef, noise_coef, target_x0, target_eps, weight, extra,
               scale):
+        """extra: the network's optional inputs in declaration order (a tuple, maybe empty)."""
         x_t = training.q_sample(x0, noise, signal_coef, noise_coef)
         goal = training.target(x0, noise, target_x0, target_eps)
-        if self.self_condition:
-            output = self.unet(x_t, t, cond)
-        else:
-            output = self.unet(x_t, t)
+        output = self.unet(x_t, t, *extra)
         # training.weighted_mse, spelled out: a graph cannot call the Ops object it takes.
         diff = output.astype(ms.float32) - goal
         per_sample = (diff * diff).reshape(diff.shape[0], -1).mean(axis=1)
         return (weight * per_sample).mean() * scale
 
     def _gradients(self, x0, noise, t, signal_coef, noise_coef, target_x0, target_eps, weight,
-                   cond, scale):
+                   extra, scale):
         return self._grad_fn(x0, noise, t, signal_coef, noise_coef, target_x0, target_eps, weight,
-                             cond, scale)
+                             extra, scale)
 
-    def _estimate_x0(self, x_t, t, signal_coef, noise_coef, cond):
+    def _estimate_x0(self, x_t, t, signal_coef, noise_coef, extra):
         """The model's own x0 estimate, clipped like the samplers feed it back (no gradient)."""
-        raw = ops.stop_gradient(self.unet(x_t, t, cond)).astype(ms.float32)
+        raw = ops.stop_gradient(self.unet(x_t, t, *extra)).astype(ms.float32)
         x0 = training.x0_from_output(raw, x_t, signal_coef, noise_coef, self.prediction_type)
         return ops.clamp(x0, -1.0, 1.0)
 
@@ -195,13 +187,16 @@ class TrainStep:
             return ms.Tensor(np.ascontiguousarray(a, dtype=np.float32))
         x0, noise, t = tensor(x0), tensor(d.noise), tensor(d.t)
         sig, sig_n = tensor(d.signal_coef), tensor(d.noise_coef)
-        cond = ops.zeros_like(x0)  # a tensor either way: one compiled graph
-        if self.self_condition and use_self_cond:  # Chen et al. 2022: the detached estimate
+        # every optional input at its declared default: a tensor either way, one compiled graph
+        batch = x0.shape[0]
+        extra = [ms.Tensor(spec.default(batch)) for spec in self.optional]
+        if self.self_condition is not None and use_self_cond:  # Chen et al. 2022: the detached estimate
             x_t = training.q_sample(x0, noise, sig, sig_n)
-            cond = self.estimate_x0(x_t, t, sig, sig_n, cond)
+            extra[self.optional.index(self.self_condition)] = self.estimate_x0(
+                x_t, t, sig, sig_n, _graph_tuple(extra))
         scale = self.scaler.scale_value if self.scaler is not None else ms.Tensor(1.0, ms.float32)
         return (x0, noise, t, sig, sig_n, tensor(d.target_x0), tensor(d.target_eps),
-                tensor(d.weight), cond, scale)
+                tensor(d.weight), _graph_tuple(extra), scale)
 
     def micro_batch(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
         """(scaled loss, grads) of one micro-batch."""

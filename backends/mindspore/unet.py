@@ -1,5 +1,5 @@
 """The time-conditioned Unet of Ho et al. 2020 in MindSpore; the architecture map is the docstring of
-diffusion_core/unet_spec.py and backends/pytorch/unet.py is the same network in PyTorch.
+diffusion_core/architectures/unet.py and backends/pytorch/unet.py is the same network in PyTorch.
 
 Cells carry the canonical module names; names.py maps the few parameter names MindSpore spells
 differently (GroupNorm gamma/beta) to the canonical checkpoint names.
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from diffusion_core.config import UnetConfig
-from diffusion_core.unet_spec import time_dim
+from diffusion_core.architectures.unet import UnetConfig, time_dim
 
 from .blocks import (Attention, Downsample, GroupNorm, LinearAttention, ResnetBlock, TimeMLP,
                      Upsample, conv2d)

@@ -1,14 +1,14 @@
-"""Export a checkpoint's Unet to one self-contained model.onnx, checked and stamped with provenance.
+"""Export a checkpoint's network to one self-contained model.onnx, checked and stamped with provenance.
 
     python -m backends.onnx.export <checkpoint-folder> [--opset 20] [--no-verify]
 
 writes <folder>/model.onnx atomically (a temporary file in the same folder, flushed, then renamed
 over the old one), after onnx.checker has passed and ONNX Runtime has reproduced PyTorch's output.
 
-The graph's interface is the contract of runtime.py: inputs `x` (B, C, H, W) and `t` (B,) float32
-[+ `x_self_cond`], output `out`, batch dynamic. metadata_props record the checkpoint format, the
-Unet config and a sha256 of the weights, so the loader refuses a graph that no longer matches
-model.safetensors. `add_metadata` and `write_model_onnx` need no torch: another exporter (the
+The graph's interface is the contract of runtime.py: the inputs the architecture declares (names,
+dtypes, shapes; `x` and `t` first), output `out`, the "batch" axis dynamic. metadata_props record
+the checkpoint format, the architecture and its network config, and a sha256 of the weights, so the
+loader refuses a graph that no longer matches model.safetensors. `add_metadata` and `write_model_onnx` need no torch: another exporter (the
 MindSpore one) can stamp and store its graph the same way.
 
 torch is imported inside the functions that need it, so importing this module stays light.
@@ -29,9 +29,11 @@ import numpy as np
 from diffusion_core.config import ModelConfig
 from diffusion_core.files import write_atomically
 
-from .runtime import (INPUT_SELF_COND, INPUT_T, INPUT_X, META_EXPORTER, META_FORMAT_VERSION,
-                      META_UNET_CONFIG, META_WEIGHTS_SHA256, RuntimeOptions, load_onnx_model,
-                      unet_config_json, weights_fingerprint)
+from diffusion_core.architectures import BATCH, TIMESTEP, ModelInput, optional_inputs
+from diffusion_core.config import FORMAT_VERSION
+
+from .runtime import (META_ARCHITECTURE, META_EXPORTER, META_FORMAT_VERSION, META_NETWORK_CONFIG,
+                      META_WEIGHTS_SHA256, RuntimeOptions, load_onnx_model, weights_fingerprint)
 
 # Opset 20 is what torch 2.13's exporter emits natively (asking for less makes it run the ONNX
 # version converter afterwards, one more thing that can fail); ONNX Runtime >= 1.17 runs it.
@@ -39,6 +41,7 @@ DEFAULT_OPSET = 20
 OUTPUT_NAME = "out"
 ONNX_FILE = "model.onnx"  # the name diffusion_core/checkpoint.py looks for
 VERIFY_TOLERANCE = 1e-4   # max |ORT - PyTorch| accepted after export; float32 reordering is ~1e-6
+TRACE_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class ExportResult:
 
 def add_metadata(model, config: ModelConfig, weights: Mapping[str, np.ndarray], exporter: str) -> None:
     """Stamp an onnx.ModelProto with what it was exported from (see runtime.check_provenance)."""
-    stamps = {META_FORMAT_VERSION: str(config.format_version),
-              META_UNET_CONFIG: unet_config_json(config.unet),
+    stamps = {META_FORMAT_VERSION: str(FORMAT_VERSION),
+              META_ARCHITECTURE: config.architecture.name,
+              META_NETWORK_CONFIG: config.network_json(),
               META_WEIGHTS_SHA256: weights_fingerprint(weights),
               META_EXPORTER: exporter}
     kept = [p for p in model.metadata_props if p.key not in stamps]
@@ -66,7 +70,7 @@ def add_metadata(model, config: ModelConfig, weights: Mapping[str, np.ndarray], 
 def serialize_checked(model) -> bytes:
     """onnx.checker's full check (types and shapes inferred too), then the file's bytes.
 
-    One file: weights live inside the protobuf, which caps a model at 2 GB; a 28x28 Unet is ~7 MB.
+    One file: weights live inside the protobuf, which caps a model at 2 GB; the default Unet is ~4 MB.
     """
     import onnx
     onnx.checker.check_model(model, full_check=True)
@@ -76,25 +80,33 @@ def serialize_checked(model) -> bytes:
     return data
 
 
-def export_pytorch_unet(unet, config: ModelConfig, opset: int = DEFAULT_OPSET):
-    """The Unet as an onnx.ModelProto with a dynamic batch and our input/output names.
+def example_inputs(declared: Sequence[ModelInput], batch: int = TRACE_BATCH) -> list[np.ndarray]:
+    """One array per declared input, at `batch`, to trace a graph with. Not batch 0 or 1:
+    torch.export specialises a dimension it sees as 0 or 1 to a constant. t is fractional, so a
+    graph that rounds it would show in verification."""
+    arrays = []
+    for spec in declared:
+        shape = spec.concrete_shape(batch)
+        arrays.append(np.full(shape, 10.5, np.float32) if spec.role == TIMESTEP
+                      else (spec.default(batch) if spec.optional else np.zeros(shape, spec.dtype)))
+    return arrays
+
+
+def export_pytorch_network(network, config: ModelConfig, opset: int = DEFAULT_OPSET):
+    """The network as an onnx.ModelProto, its inputs and dynamic axes from the declaration.
 
     torch 2.13 exports through torch.export (the "dynamo" exporter, which needs onnxscript).
     external_data=False keeps the weights inside the one file instead of a sidecar .data file.
     """
     import torch
 
-    unet = unet.eval()
-    cfg = config.unet
-    # Trace with batch 2: torch.export specialises a dimension it sees as 0 or 1 to a constant.
-    example_x = torch.zeros(2, cfg.channels, cfg.image_size, cfg.image_size)
-    args = (example_x, torch.full((2,), 10.5))
-    names = [INPUT_X, INPUT_T]
-    if cfg.self_condition:
-        args += (torch.zeros_like(example_x),)
-        names.append(INPUT_SELF_COND)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    dynamic_shapes = tuple({0: batch} for _ in args)  # positional, so Unet's arg names don't matter
+    network = network.eval()
+    declared = config.inputs
+    args = tuple(torch.from_numpy(a) for a in example_inputs(declared))
+    batch = torch.export.Dim(BATCH, min=1, max=65536)
+    # positional, so the network's argument names do not matter; every "batch" axis is dynamic
+    dynamic_shapes = tuple({axis: batch for axis, d in enumerate(spec.shape) if d == BATCH}
+                           for spec in declared)
     with torch.no_grad(), warnings.catch_warnings():
         # Harmless notes from torch 2.13's exporter, printed on every export: the Dim name is
         # replaced by the input name (we name both "batch"), and a pytree deprecation.
@@ -105,7 +117,8 @@ def export_pytorch_unet(unet, config: ModelConfig, opset: int = DEFAULT_OPSET):
         level = registration.level
         registration.setLevel(logging.ERROR)
         try:
-            program = torch.onnx.export(unet, args, dynamo=True, input_names=names,
+            program = torch.onnx.export(network, args, dynamo=True,
+                                        input_names=[spec.name for spec in declared],
                                         output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
                                         opset_version=opset, external_data=False, optimize=True,
                                         verbose=False)
@@ -125,29 +138,37 @@ def write_model_onnx(folder: str | os.PathLike, data: bytes) -> Path:
 
 def max_difference(data: bytes, config: ModelConfig, weights: Mapping[str, np.ndarray], reference,
                    batch: int = 3) -> float:
-    """Run the graph in ONNX Runtime and `reference(x, t, x_self_cond) -> NumPy` (the framework the
-    graph came from) on one random batch at three timesteps (one fractional); max abs difference."""
-    cfg = config.unet
+    """Run the graph in ONNX Runtime and `reference(x, t, **inputs) -> NumPy` (the framework the
+    graph came from) on one random batch at three timesteps (one fractional), with random values
+    for every optional input; the max abs difference."""
     model = load_onnx_model(data, config, weights, RuntimeOptions(device="cpu"), where="the new graph")
     rng = np.random.default_rng(0)
-    shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
+    sample, extra = config.inputs[0], optional_inputs(config.inputs)
     worst = 0.0
     for t in (0.0, 421.5, config.diffusion.num_train_timesteps - 1.0):
-        x = rng.standard_normal(shape, dtype=np.float32)
-        cond = rng.standard_normal(shape, dtype=np.float32) if cfg.self_condition else None
-        worst = max(worst, float(np.abs(model(x, t, cond) - reference(x, t, cond)).max()))
+        x = rng.standard_normal(sample.concrete_shape(batch), dtype=np.float32)
+        inputs = {spec.name: random_input(spec, batch, rng) for spec in extra}
+        worst = max(worst, float(np.abs(model(x, t, **inputs) - reference(x, t, **inputs)).max()))
     return worst
 
 
-def verify_against_pytorch(data: bytes, unet, config: ModelConfig,
-                           weights: Mapping[str, np.ndarray], batch: int = 3) -> float:
-    """max_difference with the PyTorch Unet as the reference."""
-    import torch
+def random_input(spec: ModelInput, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Test values for an optional input: Gaussian floats, or integers up to and including the fill
+    value (for class labels: every class and the null class)."""
+    shape = spec.concrete_shape(batch)
+    if spec.dtype == "int64":
+        return rng.integers(0, int(spec.fill or 0) + 1, size=shape, dtype=np.int64)
+    return rng.standard_normal(shape, dtype=np.float32)
 
-    def reference(x, t, cond):
-        with torch.inference_mode():
-            return unet(torch.from_numpy(x), torch.full((len(x),), t),
-                        None if cond is None else torch.from_numpy(cond)).numpy()
+
+def verify_against_pytorch(data: bytes, network, config: ModelConfig,
+                           weights: Mapping[str, np.ndarray], batch: int = 3) -> float:
+    """max_difference with the PyTorch network behind its model adapter as the reference."""
+    from backends.pytorch import TorchDenoiserModel
+    model = TorchDenoiserModel(network, config.inputs, device="cpu")
+
+    def reference(x, t, **inputs):
+        return model(model.ops.asarray(x), t, **{k: model.ops.asarray(v) for k, v in inputs.items()}).numpy()
     return max_difference(data, config, weights, reference, batch)
 
 
@@ -164,16 +185,17 @@ def export_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], opset: 
     with PyTorch by more than VERIFY_TOLERANCE. Writes nothing."""
     import torch
 
-    from backends.pytorch import build_unet, load_state_from_numpy
+    from backends import build_network
+    from backends.pytorch import load_state_from_numpy
 
-    unet = build_unet(config.unet)
-    load_state_from_numpy(unet, weights)
-    model = export_pytorch_unet(unet, config, opset)
+    network = build_network("pytorch", config.network)
+    load_state_from_numpy(network, weights)
+    model = export_pytorch_network(network, config, opset)
     add_metadata(model, config, weights, exporter=f"torch {torch.__version__} torch.onnx.export(dynamo=True)")
     data = serialize_checked(model)
     diff = None
     if verify:
-        diff = verify_against_pytorch(data, unet.eval(), config, weights)
+        diff = verify_against_pytorch(data, network.eval(), config, weights)
         if not diff <= VERIFY_TOLERANCE:
             raise RuntimeError(f"the exported graph differs from PyTorch by {diff:.3g} (more than "
                                f"{VERIFY_TOLERANCE}); not writing it. Try another --opset")
@@ -196,7 +218,7 @@ def export_checkpoint(folder: str | os.PathLike, opset: int = DEFAULT_OPSET,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backends.onnx.export",
-        description="Export a checkpoint folder's Unet to <folder>/model.onnx for ONNX Runtime.")
+        description="Export a checkpoint folder's network to <folder>/model.onnx for ONNX Runtime.")
     parser.add_argument("folder", help="checkpoint folder holding config.json and model.safetensors")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset to emit (default {DEFAULT_OPSET})")

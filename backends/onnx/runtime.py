@@ -1,10 +1,10 @@
 """ONNX Runtime inference: a session tuned on purpose, and the core's model contract around it.
 
 Imports NumPy and onnxruntime only (never torch or mindspore), so a machine with neither framework
-can sample from a checkpoint's model.onnx. Any exporter's graph loads here if it has the inputs
-`x` (B, C, H, W), `t` (B,) [+ `x_self_cond` (B, C, H, W)] and one output (B, C, H, W), all float32,
-ideally with a dynamic batch (a fixed one works, in chunks): the PyTorch export in export.py, or a
-MindSpore one with the same names.
+can sample from a checkpoint's model.onnx. Any exporter's graph loads here if its inputs are the
+ones the checkpoint's architecture declares (diffusion_core.architectures: names, dtypes, shapes;
+`x` and `t` first) and it has one output shaped like x, ideally with a dynamic batch (a fixed one
+works, in chunks): the PyTorch export in export.py, or the MindSpore one.
 """
 from __future__ import annotations
 
@@ -18,20 +18,23 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from diffusion_core.config import ModelConfig, UnetConfig
+from diffusion_core.architectures import SAMPLE, TIMESTEP, ModelInput
+from diffusion_core.config import ModelConfig
 
 # metadata_props written by the exporter: what the graph was made from, so a stale or foreign
 # model.onnx is caught at load time instead of sampling silently from the wrong weights.
 META_FORMAT_VERSION = "diffusion_toolkit.format_version"
 META_WEIGHTS_SHA256 = "diffusion_toolkit.weights_sha256"
-META_UNET_CONFIG = "diffusion_toolkit.unet_config"
+META_ARCHITECTURE = "diffusion_toolkit.architecture"
+META_NETWORK_CONFIG = "diffusion_toolkit.network_config"
+META_UNET_CONFIG = "diffusion_toolkit.unet_config"   # format 1 exports: the Unet config only
 META_EXPORTER = "diffusion_toolkit.exporter"
 
-INPUT_X, INPUT_T, INPUT_SELF_COND = "x", "t", "x_self_cond"
 EXPORT_COMMAND = "python -m backends.onnx.export <folder>"
 
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                 "tensor(double)": np.float64}
+_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "layout", "all")
 
 
@@ -53,9 +56,9 @@ def weights_fingerprint(weights: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def unet_config_json(cfg: UnetConfig) -> str:
-    """The Unet config as the exporter records it (sorted keys, so equal configs give equal text)."""
-    return json.dumps(ModelConfig(unet=cfg).to_dict()["unet"], sort_keys=True)
+def graph_type(spec: ModelInput) -> dict[str, type]:
+    """The ONNX element types a graph input may have for a declared input, and their NumPy types."""
+    return _FLOAT_TYPES if spec.dtype == "float32" else _INT_TYPES
 
 
 def physical_cores() -> int:
@@ -186,62 +189,69 @@ def _fixed_batch(arg) -> Optional[int]:
     return arg.shape[0] if arg.shape and isinstance(arg.shape[0], int) else None
 
 
-def check_session(session, config: UnetConfig, *, where: str = "model.onnx") -> None:
+def check_session(session, config: ModelConfig, *, where: str = "model.onnx") -> None:
     """Refuse a graph whose inputs/outputs cannot serve this config, naming what differs.
 
-    Only the interface is checked (names, ranks, channels, image size, dynamic batch, float
-    types), so graphs from any exporter pass if they keep the contract in this module's docstring.
+    Only the interface is checked, against the architecture's declared inputs (names, ranks, fixed
+    sizes, dynamic batch, element types), so graphs from any exporter pass if they keep it.
     """
-    c, s = config.channels, config.image_size
-    inputs = {arg.name: arg for arg in session.get_inputs()}
-    expected = [INPUT_X, INPUT_T] + ([INPUT_SELF_COND] if config.self_condition else [])
+    declared = config.inputs
+    graph_inputs = {arg.name: arg for arg in session.get_inputs()}
     problems = []
-    missing = [n for n in expected if n not in inputs]
-    extra = [n for n in inputs if n not in expected]
+    missing = [i.name for i in declared if i.name not in graph_inputs]
+    extra = [n for n in graph_inputs if n not in {i.name for i in declared}]
     if missing:
         problems.append(f"missing input(s) {missing}")
     if extra:
         problems.append(f"unexpected input(s) {extra}")
-    if config.self_condition and INPUT_SELF_COND in missing:
-        problems.append("the config has self_condition=True but the graph takes no x_self_cond")
-    if not config.self_condition and INPUT_SELF_COND in extra:
-        problems.append("the graph takes x_self_cond but the config has self_condition=False")
+    sample = declared[0]
+    fixed_batch = _fixed_batch(graph_inputs[sample.name]) if sample.name in graph_inputs else None
 
-    def check_image(arg, what: str) -> None:
+    def check_shape(arg, spec_shape, what: str) -> None:
         shape = list(arg.shape)
-        if len(shape) != 4:
-            problems.append(f"{what} has rank {len(shape)}, expected 4: {_describe(arg)}")
+        if len(shape) != len(spec_shape):
+            problems.append(f"{what} has rank {len(shape)}, expected {len(spec_shape)}: {_describe(arg)}")
             return
         if isinstance(shape[0], int) and fixed_batch is not None and shape[0] != fixed_batch:
-            problems.append(f"{what} has a fixed batch of {shape[0]}, input 'x' of {fixed_batch}")
-        for got, want, label in zip(shape[1:], (c, s, s), ("channels", "height", "width")):
+            problems.append(f"{what} has a fixed batch of {shape[0]}, input {sample.name!r} of {fixed_batch}")
+        for axis, (got, want) in enumerate(zip(shape[1:], spec_shape[1:]), start=1):
             if isinstance(got, int) and got != want:
-                problems.append(f"{what} has {label} {got}, the config needs {want}")
-        if arg.type not in _NUMPY_TYPES:
-            problems.append(f"{what} has type {arg.type}, expected tensor(float)")
+                problems.append(f"{what} has size {got} on axis {axis}, the config needs {want}")
 
-    fixed_batch = _fixed_batch(inputs[INPUT_X]) if INPUT_X in inputs else None
-    for name in (INPUT_X, INPUT_SELF_COND):
-        if name in inputs and name in expected:
-            check_image(inputs[name], f"input {name!r}")
-    if INPUT_T in inputs:
-        t = inputs[INPUT_T]
-        if len(t.shape) not in (1, 2) or (len(t.shape) == 2 and t.shape[1] not in (1, None, "1")):
-            problems.append(f"input 't' must be shaped (batch,) or (batch, 1): {_describe(t)}")
-        if t.type not in _NUMPY_TYPES:
-            problems.append(f"input 't' has type {t.type}, expected tensor(float) (fractional "
-                            "timesteps are part of the contract)")
+    for spec in declared:
+        arg = graph_inputs.get(spec.name)
+        if arg is None:
+            continue
+        what = f"input {spec.name!r}"
+        if spec.role == TIMESTEP:  # (batch,) or (batch, 1), float: fractional t is part of the contract
+            if len(arg.shape) not in (1, 2) or (len(arg.shape) == 2 and arg.shape[1] not in (1, None, "1")):
+                problems.append(f"{what} must be shaped (batch,) or (batch, 1): {_describe(arg)}")
+        else:
+            check_shape(arg, spec.shape, what)
+        if arg.type not in graph_type(spec):
+            problems.append(f"{what} has type {arg.type}, expected {spec.dtype}")
     outputs = session.get_outputs()
     if len(outputs) != 1:
         problems.append(f"the graph has {len(outputs)} outputs, expected one")
     else:
-        check_image(outputs[0], f"output {outputs[0].name!r}")
+        check_shape(outputs[0], sample.shape, f"output {outputs[0].name!r}")
+        if outputs[0].type not in _FLOAT_TYPES:
+            problems.append(f"output {outputs[0].name!r} has type {outputs[0].type}, expected float32")
     if problems:
         raise OnnxModelMismatch(
-            f"{where} does not fit this checkpoint's config (channels={c}, image_size={s}, "
-            f"self_condition={config.self_condition}): {'; '.join(problems)}. Graph: inputs "
+            f"{where} does not fit this checkpoint ({config.architecture.summary(config.network)}, "
+            f"inputs {[i.name for i in declared]}): {'; '.join(problems)}. Graph: inputs "
             f"{[_describe(a) for a in session.get_inputs()]}, outputs "
             f"{[_describe(a) for a in outputs]}. Re-export it with `{EXPORT_COMMAND}`")
+
+
+def recorded_network(meta: Mapping[str, str]) -> Optional[tuple[str, str]]:
+    """(architecture, network config JSON) a graph was stamped with; format-1 stamps name the Unet."""
+    if META_NETWORK_CONFIG in meta:
+        return meta.get(META_ARCHITECTURE, "unet"), meta[META_NETWORK_CONFIG]
+    if META_UNET_CONFIG in meta:
+        return "unet", meta[META_UNET_CONFIG]
+    return None
 
 
 def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str, np.ndarray]],
@@ -258,14 +268,11 @@ def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str
                       "checkable", stacklevel=3)
         return
     fix = f"model.safetensors changed after the export; re-export with `{EXPORT_COMMAND}`"
-    version = meta.get(META_FORMAT_VERSION)
-    if version is not None and version != str(config.format_version):
-        raise OnnxModelMismatch(f"{where} was exported for checkpoint format {version}, this "
-                                f"checkpoint is format {config.format_version}; {fix}")
-    recorded = meta.get(META_UNET_CONFIG)
-    if recorded is not None and recorded != unet_config_json(config.unet):
-        raise OnnxModelMismatch(f"{where} was exported from a different Unet config ({recorded}) "
-                                f"than config.json's ({unet_config_json(config.unet)}); {fix}")
+    recorded = recorded_network(meta)
+    ours = (config.architecture.name, config.network_json())
+    if recorded is not None and (recorded[0], _canonical_json(recorded[1])) != ours:
+        raise OnnxModelMismatch(f"{where} was exported from a different network ({recorded[0]}: "
+                                f"{recorded[1]}) than config.json's ({ours[0]}: {ours[1]}); {fix}")
     if weights is not None:
         found = weights_fingerprint(weights)
         if meta[META_WEIGHTS_SHA256] != found:
@@ -274,56 +281,72 @@ def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str
                 f"than model.safetensors (sha256 {found[:12]}...); {fix}")
 
 
+def _canonical_json(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), sort_keys=True)
+    except json.JSONDecodeError:
+        return text
+
+
 class OnnxDenoiserModel:
-    """An ONNX Runtime session behind the model contract: `model(x, t, x_self_cond=None) -> raw`.
+    """An ONNX Runtime session behind the model contract: `model(x, t, **inputs) -> raw`.
 
     x is a float32 NumPy array (B, C, H, W) (the core's NumpyOps tensors), t a Python float,
-    possibly fractional, shared by the batch. `session.run` is thread-safe and nothing else is
-    kept between calls, so one instance serves concurrent requests.
+    possibly fractional, shared by the batch; inputs are the optional inputs the config declares
+    (missing ones get their declared defaults: the graph takes all of them). `session.run` is
+    thread-safe and nothing else is kept between calls, so one instance serves concurrent requests.
     """
 
-    def __init__(self, session, config: UnetConfig):
+    def __init__(self, session, config: ModelConfig):
         check_session(session, config)
         self.session, self.config = session, config
-        self.self_condition = config.self_condition
-        inputs = {arg.name: arg for arg in session.get_inputs()}
-        self._x_type = _NUMPY_TYPES[inputs[INPUT_X].type]
-        self._t_type = _NUMPY_TYPES[inputs[INPUT_T].type]
-        self._t_rank = len(inputs[INPUT_T].shape)
-        self.fixed_batch = _fixed_batch(inputs[INPUT_X])
+        self.declared = config.inputs
+        graph_inputs = {arg.name: arg for arg in session.get_inputs()}
+        self._types = {spec.name: graph_type(spec)[graph_inputs[spec.name].type] for spec in self.declared}
+        timestep = next(spec for spec in self.declared if spec.role == TIMESTEP)
+        self._t_name, self._t_rank = timestep.name, len(graph_inputs[timestep.name].shape)
+        self._sample = next(spec for spec in self.declared if spec.role == SAMPLE)
+        self._extra = [spec for spec in self.declared if spec.role not in (SAMPLE, TIMESTEP)]
+        self.fixed_batch = _fixed_batch(graph_inputs[self._sample.name])
         self.output_name = session.get_outputs()[0].name
         self.providers = session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
-    def __call__(self, x: np.ndarray, t: float, x_self_cond: Optional[np.ndarray] = None) -> np.ndarray:
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1:] != (cfg.channels, cfg.image_size, cfg.image_size):
-            raise ValueError(f"x must have shape (batch, {cfg.channels}, {cfg.image_size}, "
-                             f"{cfg.image_size}) for this model, got {tuple(x.shape)}")
-        if x_self_cond is not None and not self.self_condition:
-            raise ValueError("this model was exported with self_condition=False; pass x_self_cond=None")
-        if self.self_condition and x_self_cond is None:  # Chen et al. 2022: zeros before any x0
-            x_self_cond = np.zeros_like(x)
+    def __call__(self, x: np.ndarray, t: float, **inputs: np.ndarray) -> np.ndarray:
+        if x.ndim != len(self._sample.shape) or tuple(x.shape) != self._sample.concrete_shape(x.shape[0]):
+            raise ValueError(f"x must have shape (batch, {', '.join(map(str, self._sample.shape[1:]))}) "
+                             f"for this model, got {tuple(x.shape)}")
+        unknown = sorted(set(inputs) - {spec.name for spec in self._extra})
+        if unknown:
+            raise ValueError(f"this model takes no input(s) {unknown}; it declares "
+                             f"{[spec.name for spec in self._extra] or 'none besides x and t'}")
+        feeds = {spec.name: (np.asarray(inputs[spec.name]) if inputs.get(spec.name) is not None
+                             else spec.default(x.shape[0])) for spec in self._extra}
+        for spec in self._extra:
+            if tuple(feeds[spec.name].shape) != spec.concrete_shape(x.shape[0]):
+                raise ValueError(f"input {spec.name!r} must have shape {spec.concrete_shape(x.shape[0])}, "
+                                 f"got {tuple(feeds[spec.name].shape)}")
+        feeds[self._sample.name] = x
         n = self.fixed_batch
         if n is None or x.shape[0] == n:
-            return self._run(x, t, x_self_cond)
+            return self._run(feeds, t)
         # A graph with a fixed batch (some exporters cannot emit a dynamic one) runs in chunks of
         # its size; the last chunk is padded with zeros, harmless since samples never mix in eval.
         chunks = []
         for start in range(0, x.shape[0], n):
-            parts = [a[start:start + n] for a in (x, x_self_cond) if a is not None]
-            real = parts[0].shape[0]
-            parts = [np.concatenate([p, np.zeros((n - real,) + p.shape[1:], p.dtype)]) for p in parts]
-            chunks.append(self._run(parts[0], t, parts[1] if len(parts) > 1 else None)[:real])
+            part = {name: a[start:start + n] for name, a in feeds.items()}
+            real = part[self._sample.name].shape[0]
+            part = {name: np.concatenate([a, np.zeros((n - real,) + a.shape[1:], a.dtype)])
+                    for name, a in part.items()}
+            chunks.append(self._run(part, t)[:real])
         return np.concatenate(chunks)
 
-    def _run(self, x: np.ndarray, t: float, x_self_cond: Optional[np.ndarray]) -> np.ndarray:
-        batch = x.shape[0]
-        feeds = {INPUT_X: np.ascontiguousarray(x, dtype=self._x_type),
-                 INPUT_T: np.full((batch,) if self._t_rank == 1 else (batch, 1), t, dtype=self._t_type)}
-        if self.self_condition:
-            feeds[INPUT_SELF_COND] = np.ascontiguousarray(x_self_cond, dtype=self._x_type)
-        out = self.session.run([self.output_name], feeds)[0]
+    def _run(self, feeds: dict[str, np.ndarray], t: float) -> np.ndarray:
+        batch = feeds[self._sample.name].shape[0]
+        run_feeds = {name: np.ascontiguousarray(a, dtype=self._types[name]) for name, a in feeds.items()}
+        run_feeds[self._t_name] = np.full((batch,) if self._t_rank == 1 else (batch, 1), t,
+                                          dtype=self._types[self._t_name])
+        out = self.session.run([self.output_name], run_feeds)[0]
         return out.astype(np.float32, copy=False)
 
 
@@ -340,12 +363,12 @@ def load_onnx_model(model_path: str | os.PathLike | bytes, config: ModelConfig,
         raise OnnxModelMismatch(f"ONNX Runtime cannot load {where} ({type(e).__name__}: {e}); the "
                                 f"file is corrupt or from a newer exporter: re-export with "
                                 f"`{EXPORT_COMMAND}`") from e
-    model = OnnxDenoiserModel(session, config.unet)  # the interface first: its errors are plainer
+    model = OnnxDenoiserModel(session, config)  # the interface first: its errors are plainer
     check_provenance(session, config, weights, where=where)
     return model
 
 
 __all__ = ["EXPORT_COMMAND", "OnnxDenoiserModel", "OnnxModelMismatch", "RuntimeOptions",
-           "check_provenance", "check_session", "choose_providers", "cuda_available",
-           "load_onnx_model", "make_session", "physical_cores", "unet_config_json",
+           "check_provenance", "check_session", "choose_providers", "cuda_available", "graph_type",
+           "load_onnx_model", "make_session", "physical_cores", "recorded_network",
            "weights_fingerprint"]

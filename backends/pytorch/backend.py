@@ -5,9 +5,9 @@ from typing import Optional
 
 import torch
 
-from backends import Backend, LoadedModel
+from backends import Backend, LoadedModel, build_network
 
-from .model import TorchDenoiserModel, build_unet, load_state_from_numpy
+from .model import TorchDenoiserModel, load_state_from_numpy
 
 
 def default_device() -> str:
@@ -18,16 +18,19 @@ class PyTorchBackend(Backend):
     name = "pytorch"
     title = "PyTorch"
     requires = ("torch",)
+    framework = "pytorch"
 
     def unavailable_reason(self, checkpoint=None, device: Optional[str] = None) -> Optional[str]:
         if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
             return "PyTorch sees no CUDA GPU here; use device 'cpu'"
+        if device is not None and not (device == "cpu" or device.startswith("cuda")):
+            return f"PyTorch runs on 'cpu', 'cuda' or 'cuda:N', not {device!r}"
         return super().unavailable_reason(checkpoint)
 
     def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
-        device = device or default_device()
-        unet = build_unet(checkpoint.config.unet)
-        load_state_from_numpy(unet, checkpoint.weights)
-        model = TorchDenoiserModel(unet, device=device)
-        return LoadedModel(model=model, ops=model.ops, config=checkpoint.config, backend=self.name,
+        config = checkpoint.config
+        network = build_network(self.framework, config.network)
+        load_state_from_numpy(network, checkpoint.weights)
+        model = TorchDenoiserModel(network, config.inputs, device=device or default_device())
+        return LoadedModel(model=model, ops=model.ops, config=config, backend=self.name,
                            device=str(model.device))

@@ -1,4 +1,4 @@
-"""Building blocks of the PyTorch Unet; diffusion_core/unet_spec.py describes the same structure.
+"""Building blocks of the PyTorch Unet; diffusion_core/architectures/unet.py describes the same structure.
 
 Only ops that export to ONNX and have a one-to-one MindSpore counterpart: conv2d, linear,
 GroupNorm, SiLU, matmul + softmax, reshape/transpose, concat, nearest upsampling.

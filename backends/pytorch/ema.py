@@ -1,9 +1,7 @@
 """Exponential moving average of the weights (Polyak averaging), the weights samples come from.
 
-Ho et al. 2020 sample from an EMA with decay 0.9999. Early in training the EMA would mostly remember
-the random initialisation, so the decay ramps up first (the num_updates rule of TensorFlow's
-ExponentialMovingAverage): decay_n = min(ema_decay, (1 + n) / (10 + n)) for the first
-`warmup` updates, then ema_decay. n counts optimizer steps from 0.
+The decay of each update follows diffusion_core.training.rules.ema_decay_at, the rule every
+framework's trainer applies.
 """
 from __future__ import annotations
 
@@ -12,12 +10,7 @@ import copy
 import torch
 from torch import nn
 
-
-def ema_decay_at(n: int, decay: float, warmup: int) -> float:
-    """Decay of the n-th update (0-based): ramped during the warm-up, `decay` afterwards."""
-    if n < warmup:
-        return min(decay, (1.0 + n) / (10.0 + n))
-    return decay
+from diffusion_core.training.rules import ema_decay_at
 
 
 class EMA:

@@ -1,23 +1,19 @@
-"""The PyTorch side of the model contract: model(x, t, x_self_cond=None) -> raw output.
+"""The PyTorch side of the model contract: model(x, t, **inputs) -> raw output.
 
 Also the canonical-weights bridge: float32 NumPy arrays under the module's parameter names, checked
 strictly, so that checkpoints move between backends through diffusion_core/checkpoint.py.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
-from diffusion_core.config import UnetConfig
+from diffusion_core.architectures import ModelInput, complete_inputs, declared_inputs
 
 from .ops import TorchOps
-from .unet import Unet
-
-
-def build_unet(cfg: UnetConfig) -> Unet:
-    """A freshly initialised Unet for cfg (PyTorch's default initialisation)."""
-    return Unet(cfg)
 
 
 def state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
@@ -49,25 +45,28 @@ def load_state_from_numpy(module: nn.Module, state: dict[str, np.ndarray]) -> No
 
 
 class TorchDenoiserModel:
-    """A Unet behind the model contract: `model(x, t, x_self_cond=None)` -> raw output (B, C, H, W).
+    """A network behind the model contract: `model(x, t, **inputs)` -> raw output (B, C, H, W).
 
     x is a float32 tensor on `device` (from `self.ops.asarray`), t a Python float timestep in
-    [0, T-1], possibly fractional (Euler / Heun interpolate), the same for the whole batch.
-    Stateless between calls, so one instance can serve concurrent requests.
+    [0, T-1], possibly fractional (Euler / Heun interpolate), the same for the whole batch;
+    inputs are the optional inputs `declared` names, as tensors, and those not given get their
+    declared defaults. The network takes them positionally in declaration order. Stateless
+    between calls, so one instance can serve concurrent requests.
     """
 
-    def __init__(self, unet: Unet, device: str | torch.device = "cpu"):
+    def __init__(self, network: nn.Module, declared: Optional[Sequence[ModelInput]] = None,
+                 device: str | torch.device = "cpu"):
+        """declared: the network's inputs; by default those its config's architecture declares."""
         self.device = torch.device(device)
-        self.unet = unet.to(self.device).eval()  # eval: dropout off
-        self.config: UnetConfig = unet.config
-        self.self_condition = self.config.self_condition
+        self.network = network.to(self.device).eval()  # eval: dropout off
+        self.declared = tuple(declared if declared is not None else declared_inputs(network))
         self.ops = TorchOps(self.device)
 
-    def __call__(self, x: torch.Tensor, t: float, x_self_cond: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: float, **inputs: torch.Tensor) -> torch.Tensor:
         # Denormal floats make CPU kernels 5-20x slower late in sampling. The flag lives in the
         # calling thread's FPU state (and Gradio calls from worker threads), so set it every call.
         torch.set_flush_denormal(True)
         with torch.inference_mode():
+            extra = complete_inputs(self.declared, inputs, x.shape[0], self.ops)
             time = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-            return self.unet(x, time, x_self_cond)
+            return self.network(x, time, *extra)

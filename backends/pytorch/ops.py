@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from diffusion_core.ops import index_or_float32
+
 
 class TorchOps:
     """float32 tensors on `device`; each method is the PyTorch spelling of a NumpyOps method."""
@@ -14,7 +16,9 @@ class TorchOps:
         self.device = torch.device(device)
 
     def asarray(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)
+        a = np.asarray(a)
+        dtype = torch.int64 if index_or_float32(a) is np.int64 else torch.float32
+        return torch.as_tensor(a, dtype=dtype, device=self.device)
 
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
         return x.detach().to(device="cpu", dtype=torch.float32).numpy()

@@ -1,30 +1,19 @@
-"""What the PyTorch trainer puts in the run's checkpoint (the file itself: diffusion_core/run_state.py).
+"""The PyTorch optimizer's state as the run's checkpoint stores it (the file: diffusion_core/training/state.py).
 
     <out>/training_state.safetensors
         tensors   model.<name>, ema.<name>            float32 weights (canonical names)
                   optimizer.<param index>.<key>       AdamW moments and step counts
                   rng.torch_cpu.<rank>, rng.torch_cuda.<rank>   torch RNG states (dropout)
         metadata  "state": JSON text: step, train config, NumPy bit-generator states (data order
-                  and, per rank, the draws of training.draw), optimizer hyper-parameters, loss
-    <out>/train_config.json                           the run's TrainConfig, for people and tools
-
-Written atomically as one file, so tensors and JSON always come from the same save; no pickle.
+                  and, per rank, the draws of training.draw), "engine": optimizer hyper-parameters
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffusion_core import run_state
-from diffusion_core.run_state import ResumeError
-from diffusion_core.train_config import TrainConfig
-
-STATE_FORMAT = "diffusion-toolkit-training-state/1"
-# bf16 autocast changes the rounding of a step but not its maths, so the PyTorch trainer lets a
-# resumed run switch it (the MindSpore trainer does not: its float16 path scales the loss).
-FREE_ON_RESUME = run_state.FREE_ON_RESUME | {"bf16"}
+from diffusion_core.training.state import ResumeError
 
 
 # --- optimizer ----------------------------------------------------------------------------------
@@ -60,23 +49,3 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     groups = [{**now, **{k: (tuple(v) if k == "betas" else v) for k, v in old.items() if k in hyper}}
               for now, old in zip(current, saved["param_groups"])]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-# --- the file -----------------------------------------------------------------------------------
-
-def save_state(out: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write the training checkpoint atomically (diffusion_core/run_state.py), tensors as NumPy."""
-    arrays = {k: v.detach().to("cpu").contiguous().numpy() for k, v in tensors.items()}
-    return run_state.save_state(out, arrays, meta, STATE_FORMAT)
-
-
-def load_state(out: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors on CPU, JSON state) of the run in `out`; ResumeError if absent or broken."""
-    arrays, meta = run_state.load_state(out, STATE_FORMAT, foreign_hint=(
-        "it was written by another trainer: resume it with that trainer, or start a PyTorch run "
-        "from its exported model"))
-    return {k: torch.from_numpy(v) for k, v in arrays.items()}, meta
-
-
-def check_resumable(meta: dict, config: TrainConfig, world_size: int) -> None:
-    run_state.check_resumable(meta, config, free=FREE_ON_RESUME, world_size=world_size)

@@ -1,6 +1,6 @@
 """The time-conditioned Unet of Ho et al. 2020, shaped like lucidrains' denoising-diffusion-pytorch.
 
-The module names are the canonical checkpoint names; diffusion_core/unet_spec.py derives the same
+The module names are the canonical checkpoint names; diffusion_core/architectures/unet.py derives the same
 names and shapes from the config alone, and its docstring is the map of the architecture.
 """
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffusion_core.config import UnetConfig
-from diffusion_core.unet_spec import time_dim
+from diffusion_core.architectures.unet import UnetConfig, time_dim
 
 from .blocks import Attention, Downsample, LinearAttention, ResnetBlock, TimeMLP, Upsample
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..architectures.inputs import SELF_CONDITION, ModelInput, find_role, self_condition_input
+from ..denoise import X0Processing, build_denoiser
 from ..ops import NUMPY, Ops
-from ..prediction import Denoiser, X0Processing
 from ..schedules import NoiseSchedule
 from ..timesteps import spaced_timesteps
 from .base import (COMMON_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
@@ -62,12 +63,18 @@ def make_options(sampler: str, options: Optional[SamplerOptions] = None, **overr
 def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str = "ddim", steps: int = 50,
            shape: Optional[tuple[int, ...]] = None, seed: Optional[int] = None,
            x_T: Optional[np.ndarray] = None, ops: Ops = NUMPY, prediction_type: str = "eps",
+           model_inputs: Sequence[ModelInput] = (), inputs: Optional[Mapping[str, np.ndarray]] = None,
            self_condition: bool = False, options: Optional[SamplerOptions] = None,
            callback: Optional[Callback] = None, **option_overrides: Any) -> np.ndarray:
     """Draw images with a trained model; returns a float32 NumPy array shaped like x_T (~[-1, 1]).
 
-    model:   `model(x, t, x_self_cond=None) -> raw output` on the backend `ops` belongs to; t is a
-             Python float timestep in [0, T-1] shared by the whole batch.
+    model:   `model(x, t, **inputs) -> raw output` on the backend `ops` belongs to; t is a Python
+             float timestep in [0, T-1] shared by the whole batch; inputs are the optional inputs
+             the model declares (`model_inputs`), as backend tensors keyed by their names.
+    model_inputs: the model's declared inputs (`ModelConfig.inputs`); a declared self-conditioning
+             input is fed the previous x0 estimate. `self_condition=True` is the short form for
+             a model that takes the standard one (`architectures.inputs.self_condition_input`).
+    inputs:  {declared name: NumPy array} held fixed for the call (e.g. class labels).
     seed:    seeds two NumPy streams: one draws x_T (unless given), the other every later noise.
     x_T:     explicit starting noise, unit Gaussian, shape (B, C, H, W).
     options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
@@ -89,9 +96,12 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
         x_T = initial_rng.standard_normal(tuple(int(d) for d in shape), dtype=np.float32)
     elif shape is not None and tuple(shape) != tuple(np.shape(x_T)):
         raise ValueError(f"shape {tuple(shape)} disagrees with x_T's shape {np.shape(x_T)}")
-    denoise = Denoiser(model, prediction_type, ops,
-                       X0Processing(opts.clip_x0, opts.threshold_ratio, opts.threshold_max),
-                       self_condition=self_condition)
+    if self_condition and find_role(model_inputs, SELF_CONDITION) is None:
+        model_inputs = tuple(model_inputs) + (self_condition_input(*np.shape(x_T)[1:]),)
+    denoise = build_denoiser(model, prediction_type, ops, model_inputs=model_inputs,
+                             inputs={k: ops.asarray(np.asarray(v)) for k, v in (inputs or {}).items()},
+                             x0_processing=X0Processing(opts.clip_x0, opts.threshold_ratio,
+                                                        opts.threshold_max))
     ctx = SamplerContext(denoise=denoise, schedule=schedule, timesteps=timesteps,
                          noise=NoiseSource(step_rng, ops), options=opts, callback=callback)
     return ops.to_numpy(spec.fn(ctx, ops.asarray(np.asarray(x_T, dtype=np.float32))))

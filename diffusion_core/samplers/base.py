@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..ops import Ops, Tensor
-from ..prediction import Denoiser
+from ..denoise import Denoiser
 from ..schedules import NoiseSchedule
 from ..timesteps import SPACINGS
 

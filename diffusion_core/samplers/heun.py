@@ -18,10 +18,12 @@ def sample_heun(ctx: SamplerContext, x):
         if s_next == 0.0:
             x = x_euler
         else:
-            # trapezoid: average the slopes (x - x0) / sigma at both ends
-            d = (x - pred.x0) / s
+            # Trapezoid: average the slopes dx/dsigma = (x - x0) / sigma at both ends. That slope
+            # is exactly the eps estimate, so take it from the denoiser instead of subtracting two
+            # sigma_max-sized values in float32, and add the correction to the Euler point:
+            # x + (s_next - s) (d + d_next) / 2 = x_euler + (s_next - s) (d_next - d) / 2.
+            d = pred.eps
             pred = denoised(ctx, x_euler, ts[i + 1], s_next)
-            d_next = (x_euler - pred.x0) / s_next
-            x = x + (s_next - s) * (0.5 * (d + d_next))
+            x = x_euler + (0.5 * (s_next - s)) * (pred.eps - d)
         ctx.report(i, t, _vp(x, s_next), pred.x0)
     return x

@@ -1,16 +1,16 @@
-"""Framework-neutral description of the Unet: its canonical parameter names, shapes and cost.
+"""The toolkit's own Unet: its typed config, canonical parameter names and shapes, inputs, cost.
 
-This is the single source of truth for checkpoints: `parameter_shapes(cfg)` lists every float32
-weight under the PyTorch module's state_dict name, in state_dict order, derived from the config by
-the architectural rules below (never by building a network). The PyTorch Unet is tested to equal it;
-the MindSpore port and checkpoint validation read it.
+This is the single source of truth for checkpoints of this architecture: `parameter_shapes(cfg)`
+lists every float32 weight under the PyTorch module's state_dict name, in state_dict order, derived
+from the config by the architectural rules below (never by building a network). The PyTorch Unet
+is tested to equal it; the MindSpore port and checkpoint validation read it.
 
 Architecture (Ho et al. 2020, in the shape of lucidrains' denoising-diffusion-pytorch). L levels;
 level i has width w_i = dim * dim_mults[i] and resolution S / 2^i (S = image_size).
 
     time_mlp     sinusoidal(t) [2*ceil(dim/2) wide] -> linear1 -> SiLU -> linear2 (time_dim = 4*dim)
     init_conv    conv3x3, in_channels -> dim; with self_condition the input is
-                 concat([x, x_self_cond]) and in_channels = 2 * channels
+                 concat([x, previous x0 estimate]) and in_channels = 2 * channels
     downs.i      block1 (w_{i-1} -> w_i, with w_{-1} = dim), block2 (w_i -> w_i), attn,
                  downsample = conv3x3 stride 2 (w_i -> w_i), all levels but the last
     mid_block1, mid_attn (always full attention), mid_block2, at width w_{L-1}
@@ -38,9 +38,58 @@ Sinusoidal embedding: concat([sin(t f), cos(t f)]), f_k = exp(-ln(10000) k / hal
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
-from .config import UnetConfig
+from ..parsing import ConfigError, require
+from .base import Architecture
+from .inputs import ModelInput, sample_input, self_condition_input, timestep_input
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """Shape of the time-conditioned Unet (Ho et al. 2020, as in lucidrains' package)."""
+
+    image_size: int = 28             # height = width, in pixels
+    channels: int = 1                # 1 for grayscale, 3 for colour
+    dim: int = 32                    # channel width of the first level
+    dim_mults: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; len-1 down-samplings
+    full_attn: tuple[bool, ...] = (False, False, True)  # full attention at a level (else linear)
+    linear_attn: bool = True         # linear attention at levels without full attention
+    attn_heads: int = 4
+    attn_dim_head: int = 16
+    resnet_block_groups: int = 8     # GroupNorm groups; must divide every level's width
+    dropout: float = 0.0
+    self_condition: bool = False     # Chen et al. 2022: the model also sees its last x0 estimate
+
+    def __post_init__(self) -> None:
+        require(self.channels in (1, 3, 4), f"channels must be 1, 3 or 4, got {self.channels}")
+        require(self.dim > 0 and self.attn_heads > 0 and self.attn_dim_head > 0,
+                "dim, attn_heads and attn_dim_head must be positive")
+        require(len(self.dim_mults) >= 1 and all(m > 0 for m in self.dim_mults),
+                f"dim_mults must be a non-empty list of positive integers, got {list(self.dim_mults)}")
+        require(len(self.full_attn) == len(self.dim_mults),
+                f"full_attn needs one entry per level ({len(self.dim_mults)} levels from dim_mults "
+                f"{list(self.dim_mults)}), got {len(self.full_attn)}")
+        require(self.resnet_block_groups > 0,
+                f"resnet_block_groups must be a positive integer, got {self.resnet_block_groups}")
+        for m in (1,) + tuple(self.dim_mults):  # the init conv and final block run at width dim
+            require((self.dim * m) % self.resnet_block_groups == 0,
+                    f"resnet_block_groups={self.resnet_block_groups} must divide every level's width "
+                    f"(dim * dim_mult = {self.dim * m}); pick groups that divide {self.dim}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        factor = 2 ** (len(self.dim_mults) - 1)
+        if self.image_size <= 0 or self.image_size % factor != 0:
+            ok = [s for s in (8, 16, 28, 32, 64, 128, 256) if s % factor == 0]
+            raise ConfigError(
+                f"image_size {self.image_size} cannot be halved {len(self.dim_mults) - 1} times "
+                f"(dim_mults has {len(self.dim_mults)} levels): use a multiple of {factor} "
+                f"(e.g. {', '.join(map(str, ok))}) or fewer levels in dim_mults")
+
+    @property
+    def level_widths(self) -> tuple[int, ...]:
+        return tuple(self.dim * m for m in self.dim_mults)
 
 
 class Layer(NamedTuple):
@@ -64,7 +113,8 @@ def sinusoidal_dim(cfg: UnetConfig) -> int:
     return 2 * ((cfg.dim + 1) // 2)
 
 
-def _resnet(name: str, c_in: int, c_out: int, size: int, t_dim: int) -> Iterator[Layer]:
+def resnet_layers(name: str, c_in: int, c_out: int, size: int, t_dim: int) -> Iterator[Layer]:
+    """The layers of one ResnetBlock (the docstring above), c_in -> c_out at size x size."""
     yield Layer(f"{name}.norm1", "norm", c_in, c_in)
     yield Layer(f"{name}.time_proj", "linear", t_dim, 2 * c_in)   # scale and shift for norm1
     yield Layer(f"{name}.conv1", "conv", c_in, c_out, 3, size)
@@ -100,34 +150,40 @@ def layers(cfg: UnetConfig) -> list[Layer]:
     ]
     c_prev = cfg.dim
     for i, (w, s) in enumerate(zip(widths, sizes)):
-        out += _resnet(f"downs.{i}.block1", c_prev, w, s, t_dim)
-        out += _resnet(f"downs.{i}.block2", w, w, s, t_dim)
+        out += resnet_layers(f"downs.{i}.block1", c_prev, w, s, t_dim)
+        out += resnet_layers(f"downs.{i}.block2", w, w, s, t_dim)
         if (kind := _level_attention(cfg, i)) is not None:
             out += _attention(f"downs.{i}.attn", kind, w, s, cfg)
         if i < n_levels - 1:
             out.append(Layer(f"downs.{i}.downsample", "conv", w, w, 3, s // 2))
         c_prev = w
     w, s = widths[-1], sizes[-1]
-    out += _resnet("mid_block1", w, w, s, t_dim)
+    out += resnet_layers("mid_block1", w, w, s, t_dim)
     out += _attention("mid_attn", "attn_full", w, s, cfg)
-    out += _resnet("mid_block2", w, w, s, t_dim)
+    out += resnet_layers("mid_block2", w, w, s, t_dim)
     for i, (w, s) in enumerate(zip(widths, sizes)):
         w_up = widths[min(i + 1, n_levels - 1)]
-        out += _resnet(f"ups.{i}.block1", w_up + w, w, s, t_dim)
-        out += _resnet(f"ups.{i}.block2", 2 * w, w, s, t_dim)
+        out += resnet_layers(f"ups.{i}.block1", w_up + w, w, s, t_dim)
+        out += resnet_layers(f"ups.{i}.block2", 2 * w, w, s, t_dim)
         if (kind := _level_attention(cfg, i)) is not None:
             out += _attention(f"ups.{i}.attn", kind, w, s, cfg)
         if i > 0:
             out.append(Layer(f"ups.{i}.upsample", "conv", w, w, 3, 2 * s))
-    out += _resnet("final_block", widths[0] + cfg.dim, cfg.dim, cfg.image_size, t_dim)
+    out += resnet_layers("final_block", widths[0] + cfg.dim, cfg.dim, cfg.image_size, t_dim)
     out.append(Layer("final_conv", "conv", cfg.dim, cfg.channels, 1, cfg.image_size))
     return out
 
 
 def parameter_shapes(cfg: UnetConfig) -> dict[str, tuple[int, ...]]:
     """Canonical name -> shape of every float32 parameter, in the PyTorch state_dict order."""
+    return layer_shapes(layers(cfg))
+
+
+def layer_shapes(listed: list[Layer]) -> dict[str, tuple[int, ...]]:
+    """The parameters of listed layers: conv (c_out, c_in, k, k), linear (out, in), GroupNorm
+    affine (c,), each with a bias of (c_out,) unless the layer has none."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for layer in layers(cfg):
+    for layer in listed:
         if layer.kind == "conv":
             shapes[f"{layer.name}.weight"] = (layer.c_out, layer.c_in, layer.kernel, layer.kernel)
         elif layer.kind == "linear":
@@ -142,13 +198,7 @@ def parameter_shapes(cfg: UnetConfig) -> dict[str, tuple[int, ...]]:
 
 
 def count_parameters(cfg: UnetConfig) -> int:
-    total = 0
-    for shape in parameter_shapes(cfg).values():
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    return total
+    return sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
 
 
 def forward_flops(cfg: UnetConfig, batch: int) -> int:
@@ -160,14 +210,59 @@ def forward_flops(cfg: UnetConfig, batch: int) -> int:
     biases, GroupNorm, activations, softmax, residual adds, concatenation, upsampling, the
     sinusoidal embedding. This is what torch.utils.flop_counter.FlopCounterMode reports.
     """
+    return batch * layer_flops(layers(cfg), cfg.attn_heads, cfg.attn_dim_head)
+
+
+def layer_flops(listed: list[Layer], heads: int = 1, dim_head: int = 1) -> int:
+    """FLOPs per image of listed layers, counted as forward_flops describes."""
     per_sample = 0
-    for layer in layers(cfg):
+    for layer in listed:
         if layer.kind == "conv":
             per_sample += 2 * layer.c_in * layer.c_out * layer.kernel ** 2 * layer.out_size ** 2
         elif layer.kind == "linear":
             per_sample += 2 * layer.c_in * layer.c_out
         elif layer.kind in ("attn_full", "attn_linear"):
-            n, d, heads = layer.out_size ** 2, cfg.attn_dim_head, cfg.attn_heads
+            n, d = layer.out_size ** 2, dim_head
             per_head = 2 * 2 * n * n * d if layer.kind == "attn_full" else 2 * 2 * n * d * d
             per_sample += heads * per_head
-    return batch * per_sample
+    return per_sample
+
+
+def _attention_summary(cfg: UnetConfig) -> str:
+    return ", ".join("full" if full else ("linear" if cfg.linear_attn else "none")
+                     for full in cfg.full_attn)
+
+
+class UnetArchitecture(Architecture):
+    """The registry entry of the Unet above."""
+
+    name = "unet"
+    title = "Unet (Ho et al. 2020, lucidrains' layout)"
+    config_class = UnetConfig
+    networks = {"pytorch": "backends.pytorch.unet:Unet", "mindspore": "backends.mindspore.unet:Unet"}
+
+    def parameter_shapes(self, cfg: UnetConfig) -> dict[str, tuple[int, ...]]:
+        return parameter_shapes(cfg)
+
+    def inputs(self, cfg: UnetConfig) -> tuple[ModelInput, ...]:
+        image = (cfg.channels, cfg.image_size, cfg.image_size)
+        declared = [sample_input(*image), timestep_input()]
+        if cfg.self_condition:
+            declared.append(self_condition_input(*image))
+        return tuple(declared)
+
+    def sample_shape(self, cfg: UnetConfig) -> tuple[int, int, int]:
+        return (cfg.channels, cfg.image_size, cfg.image_size)
+
+    def forward_flops(self, cfg: UnetConfig, batch: int) -> int:
+        return forward_flops(cfg, batch)
+
+    def card_rows(self, cfg: UnetConfig) -> list[tuple[str, str]]:
+        return [("Architecture", f"`{self.name}`: {self.title}"),
+                ("Unet", f"dim {cfg.dim}, dim_mults {list(cfg.dim_mults)}, attention per level: "
+                         f"{_attention_summary(cfg)}"),
+                ("Self-conditioning", "yes" if cfg.self_condition else "no")]
+
+    def summary(self, cfg: UnetConfig) -> str:
+        return (f"{self.name} (dim {cfg.dim}, dim_mults {list(cfg.dim_mults)}, image_size "
+                f"{cfg.image_size})")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ops import Ops, Tensor
-from .prediction import PREDICTION_TYPES
-from .schedules import NoiseSchedule
+from ..ops import Ops, Tensor
+from ..prediction import PREDICTION_TYPES
+from ..schedules import NoiseSchedule
 
 LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
 

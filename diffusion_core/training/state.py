@@ -20,8 +20,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from .files import write_atomically
-from .train_config import TrainConfig
+from ..files import write_atomically
+from .config import TrainConfig
 
 STATE_FILE = "training_state.safetensors"
 RUN_CONFIG_FILE = "train_config.json"
@@ -45,9 +45,16 @@ def save_state(out: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict
     return path
 
 
-def load_state(out: str | os.PathLike, fmt: str, foreign_hint: str = "") -> tuple[dict[str, np.ndarray], dict]:
+# The state formats of the built-in trainers, and the command that continues each.
+PYTORCH_FORMAT = "diffusion-toolkit-training-state/1"
+MINDSPORE_FORMAT = "diffusion-toolkit-mindspore-training-state/1"
+TRAINERS = {PYTORCH_FORMAT: "the PyTorch trainer (python -m backends.pytorch.train)",
+            MINDSPORE_FORMAT: "the MindSpore trainer (python -m backends.mindspore.train)"}
+
+
+def load_state(out: str | os.PathLike, fmt: str) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, JSON state) of <out>/training_state.safetensors; ResumeError if absent, broken or
-    written by another trainer (`foreign_hint` then says what to do instead)."""
+    written by another trainer (the message then names it)."""
     from safetensors import SafetensorError, safe_open
     path = Path(out) / STATE_FILE
     if not path.is_file():
@@ -64,10 +71,12 @@ def load_state(out: str | os.PathLike, fmt: str, foreign_hint: str = "") -> tupl
         meta = json.loads(meta_text or "")
     except json.JSONDecodeError:
         meta = {}
-    if meta.get("format") != fmt:
-        hint = f" ({foreign_hint})" if foreign_hint and meta.get("format") else ""
+    found = meta.get("format")
+    if found != fmt:
+        hint = (f"; it was written by {TRAINERS[found]}: resume it with that trainer, or start a new "
+                "run from its exported model") if found in TRAINERS else ""
         raise ResumeError(f"{path} is not a training checkpoint of this trainer (format "
-                          f"{meta.get('format')!r}, expected {fmt!r}){hint}")
+                          f"{found!r}, expected {fmt!r}){hint}")
     return arrays, meta
 
 

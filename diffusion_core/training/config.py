@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .config import ConfigError, DiffusionConfig, ModelConfig, UnetConfig, parse_dataclass
-from .training import LOSS_WEIGHTINGS, LossConfig
+from ..architectures import UnetConfig
+from ..config import DiffusionConfig, ModelConfig
+from ..parsing import ConfigError, parse_dataclass
+from ..prediction import PREDICTION_TYPES
+from ..schedules import SCHEDULES
+from .objective import LOSS_WEIGHTINGS, LossConfig
 
 
 @dataclass(frozen=True)
@@ -126,9 +130,9 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
     g.add_argument("--self-condition", action="store_true")
     g = p.add_argument_group("diffusion")
     g.add_argument("--timesteps", type=int, default=f.num_train_timesteps, help="T")
-    g.add_argument("--schedule", default=f.schedule, choices=["linear", "scaled_linear", "cosine", "sigmoid"])
+    g.add_argument("--schedule", default=f.schedule, choices=list(SCHEDULES))
     g.add_argument("--zero-terminal-snr", action="store_true")
-    g.add_argument("--prediction", default=f.prediction_type, choices=["eps", "x0", "v"])
+    g.add_argument("--prediction", default=f.prediction_type, choices=list(PREDICTION_TYPES))
     g.add_argument("--loss-weighting", default=loss.weighting, choices=list(LOSS_WEIGHTINGS))
     g.add_argument("--min-snr-gamma", type=float, default=loss.min_snr_gamma)
     g.add_argument("--p2-gamma", type=float, default=loss.p2_gamma)
@@ -171,7 +175,7 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> Tr
                                 zero_terminal_snr=args.zero_terminal_snr, prediction_type=args.prediction)
     loss = LossConfig(weighting=args.loss_weighting, p2_gamma=args.p2_gamma, p2_k=args.p2_k,
                       min_snr_gamma=args.min_snr_gamma, offset_noise=args.offset_noise)
-    return TrainConfig(data=args.data, out=args.out, model=ModelConfig(unet=unet, diffusion=diffusion),
+    return TrainConfig(data=args.data, out=args.out, model=ModelConfig(network=unet, diffusion=diffusion),
                        loss=loss, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                        grad_clip=args.grad_clip, ema_decay=args.ema_decay, ema_warmup=args.ema_warmup,
@@ -183,7 +187,7 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> Tr
 
 def checked_config(args: argparse.Namespace, *, image_size: int, channels: int) -> TrainConfig:
     """from_args, plus the checks every trainer makes before it starts; ConfigError says what to fix."""
-    from .samplers import get_sampler
+    from ..samplers import get_sampler
     try:
         config = from_args(args, image_size=image_size, channels=channels)
         get_sampler(config.sample_sampler)
