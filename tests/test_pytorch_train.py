@@ -87,6 +87,20 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert _losses(whole)[-1] == _losses(split)[-1]
 
 
+def test_resume_rewrites_a_missing_or_stale_export(tmp_path):
+    import shutil
+    from diffusion_core.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    run = TINY + ["--steps", "3", "--sample-every", "0", "--checkpoint-every", "0", "--out", str(out)]
+    assert main(run) == 0
+    want = load_checkpoint(out / "model").weights
+    shutil.rmtree(out / "model")                       # a kill between the state and the export
+    assert main(run + ["--resume"]) == 0
+    again = load_checkpoint(out / "model")
+    assert again.config.notes["steps"] == 3 and (out / "model" / "samples.png").is_file()
+    assert all(np.array_equal(want[n], again.weights[n]) for n in want)
+
+
 def _error(capsys, argv) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err

@@ -15,27 +15,33 @@ from diffusion_core.training import state as run_state
 from diffusion_core.training.config import TrainConfig
 from diffusion_core.training.engine import MicroBatch
 
+from .distributed import Collectives, Dist
+
 STATE_FORMAT = run_state.MINDSPORE_FORMAT
 
 
 class MindSporeEngine:
     state_format = STATE_FORMAT
     free_on_resume = run_state.FREE_ON_RESUME
-    rank, world_size = 0, 1
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, precision: Optional[str] = None):
+    def __init__(self, config: TrainConfig, dataset: Dataset, precision: Optional[str] = None,
+                 info: Optional[Dist] = None):
         import mindspore as ms
 
         from .model import build_network
         from .train_step import TrainStep
+        self.info = info or Dist()
+        self.rank, self.world_size = self.info.rank, self.info.world_size
+        self.collectives = Collectives(self.info)
         self.config = config
         self.framework = f"mindspore {ms.__version__}"
         self.device = str(ms.get_context("device_target")).lower()
         self.images = dataset.images
         self.declared = config.model.inputs
-        self.network = build_network(config.model.network, seed=config.seed)
+        self.network = build_network(config.model.network, seed=config.seed)  # equal on every rank
         self.precision = precision or ("bfloat16" if config.bf16 else "float32")
-        self.step_fn = TrainStep(self.network, config, self.precision)
+        self.step_fn = TrainStep(self.network, config, self.precision,
+                                 self.collectives if self.info.enabled else None)
         self._sampling_model = None
 
     def step(self, micro_batches: Sequence[MicroBatch], step_index: int) -> tuple[float, bool]:
@@ -43,7 +49,7 @@ class MindSporeEngine:
                                   for mb in micro_batches], step_index)
 
     def mean_loss(self, losses: Sequence[float]) -> float:
-        return float(np.mean(losses))
+        return self.collectives.mean(float(np.mean(losses)))
 
     def ema_model(self):
         """The EMA weights in an inference network behind the model contract (reused across grids)."""
@@ -82,7 +88,9 @@ class MindSporeEngine:
         pass
 
     def gather(self, obj: Any) -> list[Any]:
-        return [obj]
+        return self.collectives.gather(obj)
 
     def check_replicas(self) -> Optional[str]:
-        return None
+        if not self.info.enabled:
+            return None
+        return self.collectives.check_replicas(self.step_fn.state_tensors())

@@ -19,11 +19,14 @@ generators, which makes --resume exact. This module sets MindSpore up and suppli
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional
 
 from diffusion_core.training import cli
 from diffusion_core.training.config import TrainConfig, build_parser
+
+from . import distributed
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -36,24 +39,37 @@ def build_arg_parser() -> argparse.ArgumentParser:
 class MindSporeTrainer:
     """What the shared command line (diffusion_core/training/cli.py) needs from MindSpore."""
 
-    fatal_errors = ()
+    fatal_errors = (distributed.ReplicasDiverged,)
+
+    def __init__(self) -> None:
+        self.info = distributed.Dist()
 
     def build_parser(self) -> argparse.ArgumentParser:
         return build_arg_parser()
 
     def setup(self, args: argparse.Namespace) -> None:
         from . import prepare
-        prepare(None if args.device == "auto" else args.device, args.num_threads)
+        threads = args.num_threads
+        workers = distributed.launched_world_size()
+        if workers > 1 and not threads:  # processes must not oversubscribe the cores
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = max(1, cores // workers)
+        prepare(None if args.device == "auto" else args.device, threads)
+        self.info = distributed.setup()
 
     def make_engine(self, config: TrainConfig, dataset, args: argparse.Namespace):
         from .engine import MindSporeEngine
-        return MindSporeEngine(config, dataset)
+        return MindSporeEngine(config, dataset, info=self.info)
 
     def launcher(self) -> str:
+        if self.info.enabled:
+            return (f"msrun --worker_num {self.info.world_size} --local_worker_num "
+                    f"{self.info.world_size} backends/mindspore/launch.py")
         return "python -m backends.mindspore.train"
 
     def teardown(self) -> None:
-        pass
+        if self.info.enabled:  # no rank may exit while another still sends
+            distributed.Collectives(self.info).barrier()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

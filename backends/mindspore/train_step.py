@@ -81,9 +81,13 @@ class WeightUpdate(nn.Cell):
     gathered with one concat and written back piece by piece.
     """
 
-    def __init__(self, params: list, config: TrainConfig):
+    def __init__(self, params: list, config: TrainConfig, world_size: int = 1):
         super().__init__()
         self.params = ms.ParameterTuple(params)
+        # Data parallel (distributed.py): every rank's gradients summed by one AllReduce of the
+        # flat vector, then averaged, before clipping, as DistributedDataParallel does.
+        self.world_size = world_size
+        self.all_reduce = ops.AllReduce() if world_size > 1 else None
         self.sizes = tuple(int(np.prod(p.shape)) for p in params)
         self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.sizes[:-1]))
         flat = np.concatenate([p.asnumpy().reshape(-1) for p in params]).astype(np.float32)
@@ -96,6 +100,8 @@ class WeightUpdate(nn.Cell):
 
     def construct(self, grads, grad_factor, decay_factor, step_size, bias2_sqrt, ema_weight):
         g = ops.cat(_hyper_map(_flatten, grads)) * grad_factor
+        if self.world_size > 1:
+            g = self.all_reduce(g) / self.world_size
         norm = ops.sqrt((g * g).sum())
         if self.grad_clip > 0:
             # clip_grad_norm_'s factor: max_norm / (norm + 1e-6), never above 1
@@ -122,7 +128,7 @@ class WeightUpdate(nn.Cell):
 class TrainStep:
     """The compiled step of a network and the state around it: AdamW moments, EMA, loss scale."""
 
-    def __init__(self, unet, config: TrainConfig, precision: str = "float32"):
+    def __init__(self, unet, config: TrainConfig, precision: str = "float32", collectives=None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "bfloat16" and ms.get_context("device_target") == "CPU":
@@ -146,7 +152,9 @@ class TrainStep:
         params = unet.trainable_params()
         to_canonical = mindspore_to_canonical(unet)
         self.canonical = [to_canonical[p.name] for p in params]
-        self.weights = WeightUpdate(params, config)
+        self.collectives = collectives
+        world_size = collectives.info.world_size if collectives is not None else 1
+        self.weights = WeightUpdate(params, config, world_size)
         self.updates = 0  # AdamW's t: applied updates (a skipped float16 step does not count)
         # Dynamic loss scaling (Micikevicius et al. 2018): start at 2^16, halve on overflow,
         # double after 1000 clean steps.
@@ -227,6 +235,8 @@ class TrainStep:
         if self.scaler is not None:
             scale = float(self.scaler.scale_value.asnumpy())
             finite = bool(amp.all_finite(grads).asnumpy())
+            if self.collectives is not None:  # one rank's overflow skips the step on every rank
+                finite = self.collectives.all_true(finite)
             self.scaler.adjust(ms.Tensor(finite))
             if not finite:
                 return float("nan"), False

@@ -110,8 +110,9 @@ def check_resumable(meta: dict, config: TrainConfig, *, free: Iterable[str] = FR
     saved_world = meta.get("world_size", 1)
     if world_size is not None and saved_world != world_size:
         raise ResumeError(f"--resume: the checkpoint was written by {saved_world} process(es) "
-                          f"and this run has {world_size}; each process draws its own noise, so use "
-                          f"torchrun --nproc_per_node {saved_world} (or 1 process: no torchrun)")
+                          f"and this run has {world_size}; each process draws its own noise, so launch "
+                          f"{saved_world} process(es) again (torchrun --nproc_per_node {saved_world} or "
+                          f"msrun --worker_num {saved_world}; for 1, neither)")
 
 
 def refuse_to_overwrite(out: Path, resume: bool) -> None:
