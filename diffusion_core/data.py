@@ -161,7 +161,9 @@ def _square(image, size: int):
 
 
 def load_image_folder(folder: str | os.PathLike, image_size: Optional[int] = None) -> Dataset:
-    """Every image under folder (recursively), square, in [-1, 1]; unlabelled."""
+    """Every image under folder (recursively), square, in [-1, 1]. When every image sits in a
+    sub-folder of `folder` and there are at least two, the sub-folder names are the classes
+    (sorted, as torchvision's ImageFolder does) and each image is labelled with its own."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
@@ -190,7 +192,14 @@ def load_image_folder(folder: str | os.PathLike, image_size: Optional[int] = Non
     arrays = [np.asarray(_square(im.convert(mode), size), dtype=np.uint8) for im in opened]
     images = np.stack(arrays)
     images = images[:, None] if gray else images.transpose(0, 3, 1, 2)
-    return Dataset(images=to_unit_range(images, 255.0), labels=None, name=f"images from {root.name}")
+    parts = [p.relative_to(root).parts for p in paths]
+    classes = sorted({part[0] for part in parts if len(part) > 1})
+    labels, class_names = None, ()
+    if len(classes) >= 2 and all(len(part) > 1 for part in parts):
+        index = {name: i for i, name in enumerate(classes)}
+        labels, class_names = np.array([index[part[0]] for part in parts], np.int64), tuple(classes)
+    return Dataset(images=to_unit_range(images, 255.0), labels=labels, name=f"images from {root.name}",
+                   class_names=class_names)
 
 
 def load_dataset(data: str, image_size: Optional[int] = None) -> Dataset:

@@ -249,7 +249,7 @@ def test_format_1_is_read_as_the_unet_and_saved_as_format_2(tmp_path):
     assert old.config == v1 and list(old.weights) == list(shapes)
     saved = json.loads((save_checkpoint(tmp_path / "v2", old.config, old.weights) / "config.json").read_text())
     assert saved["format_version"] == 2 and saved["architecture"] == "unet"
-    assert saved["network"] == V1_CONFIG["unet"] and "unet" not in saved
+    assert saved["network"] == {**V1_CONFIG["unet"], "num_classes": 0} and "unet" not in saved
     assert load_checkpoint(tmp_path / "v2").config == v1
 
 

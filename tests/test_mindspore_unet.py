@@ -63,7 +63,7 @@ def torch_output(reference, x, t, cond=None):
     with torch.inference_mode():
         time = torch.full((x.shape[0],), float(t))
         return reference(torch.from_numpy(x), time,
-                         None if cond is None else torch.from_numpy(cond)).numpy()
+                         *([] if cond is None else [torch.from_numpy(cond)])).numpy()
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

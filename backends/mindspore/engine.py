@@ -45,7 +45,7 @@ class MindSporeEngine:
         self._sampling_model = None
 
     def step(self, micro_batches: Sequence[MicroBatch], step_index: int) -> tuple[float, bool]:
-        return self.step_fn.step([(self.images[mb.index], mb.draw, mb.use_self_condition)
+        return self.step_fn.step([(self.images[mb.index], mb.draw, mb.use_self_condition, mb.class_labels)
                                   for mb in micro_batches], step_index)
 
     def mean_loss(self, losses: Sequence[float]) -> float:

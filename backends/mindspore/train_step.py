@@ -27,7 +27,7 @@ import mindspore as ms
 from mindspore import amp, nn, ops
 
 from diffusion_core import training
-from diffusion_core.architectures import SELF_CONDITION, find_role, optional_inputs
+from diffusion_core.architectures import CLASS_LABEL, SELF_CONDITION, find_role, optional_inputs
 from diffusion_core.parsing import ConfigError
 from diffusion_core.training.config import TrainConfig
 from diffusion_core.training.rules import ema_decay_at, learning_rate_at
@@ -138,6 +138,7 @@ class TrainStep:
         self.prediction_type = config.model.diffusion.prediction_type
         self.optional = optional_inputs(config.model.inputs)
         self.self_condition = find_role(self.optional, SELF_CONDITION)
+        self.class_label = find_role(self.optional, CLASS_LABEL)
         unet.set_train(True)
         if precision != "float32":
             # O2: every cell computes in half precision, weights stay float32 (the master copy
@@ -189,8 +190,9 @@ class TrainStep:
 
     # --- one step from NumPy draws ------------------------------------------------------------
 
-    def batch_tensors(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
-        """The loss's inputs as tensors; x0 and the draw are NumPy (host) arrays."""
+    def batch_tensors(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool,
+                      labels: np.ndarray | None = None):
+        """The loss's inputs as tensors; x0, the draw and the labels are NumPy (host) arrays."""
         def tensor(a):
             return ms.Tensor(np.ascontiguousarray(a, dtype=np.float32))
         x0, noise, t = tensor(x0), tensor(d.noise), tensor(d.t)
@@ -198,6 +200,8 @@ class TrainStep:
         # every optional input at its declared default: a tensor either way, one compiled graph
         batch = x0.shape[0]
         extra = [ms.Tensor(spec.default(batch)) for spec in self.optional]
+        if self.class_label is not None:
+            extra[self.optional.index(self.class_label)] = ms.Tensor(np.asarray(labels, np.int64))
         if self.self_condition is not None and use_self_cond:  # Chen et al. 2022: the detached estimate
             x_t = training.q_sample(x0, noise, sig, sig_n)
             extra[self.optional.index(self.self_condition)] = self.estimate_x0(
@@ -206,9 +210,10 @@ class TrainStep:
         return (x0, noise, t, sig, sig_n, tensor(d.target_x0), tensor(d.target_eps),
                 tensor(d.weight), _graph_tuple(extra), scale)
 
-    def micro_batch(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool):
+    def micro_batch(self, x0: np.ndarray, d: training.TrainingDraw, use_self_cond: bool,
+                    labels: np.ndarray | None = None):
         """(scaled loss, grads) of one micro-batch."""
-        return self.gradients(*self.batch_tensors(x0, d, use_self_cond))
+        return self.gradients(*self.batch_tensors(x0, d, use_self_cond, labels))
 
     def _update_arguments(self, step_index: int, grad_factor: float) -> tuple:
         cfg, t = self.config, self.updates + 1
@@ -221,11 +226,11 @@ class TrainStep:
         return tuple(ms.Tensor(v, ms.float32) for v in values)
 
     def step(self, micro_batches, step_index: int) -> tuple[float, bool]:
-        """One optimizer step over an iterable of (x0, draw, use_self_cond); returns (mean loss,
-        whether the update was applied: False when float16 gradients overflowed)."""
+        """One optimizer step over an iterable of (x0, draw, use_self_cond, labels); returns (mean
+        loss, whether the update was applied: False when float16 gradients overflowed)."""
         total_loss, grads, count = None, None, 0
-        for x0, d, use_self_cond in micro_batches:
-            loss, g = self.micro_batch(x0, d, use_self_cond)
+        for x0, d, use_self_cond, labels in micro_batches:
+            loss, g = self.micro_batch(x0, d, use_self_cond, labels)
             # mutable: a tuple of tensors passed to a graph is otherwise a constant, and every
             # step would recompile (MindSpore warns "Constant value tensor are detected").
             grads = ms.mutable(g) if grads is None else ms.mutable(self.add(grads, ms.mutable(g)))

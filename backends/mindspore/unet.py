@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from diffusion_core.architectures.unet import UnetConfig, time_dim
+from diffusion_core.architectures import CLASS_LABEL, SELF_CONDITION, optional_inputs
+from diffusion_core.architectures.unet import UnetArchitecture, UnetConfig, time_dim
 
 from .blocks import (Attention, Downsample, GroupNorm, LinearAttention, ResnetBlock, TimeMLP,
                      Upsample, conv2d)
@@ -31,17 +32,22 @@ class UpLevel(nn.Cell):
 
 
 class Unet(nn.Cell):
-    """eps / x0 / v network: construct(x (B,C,H,W), time (B,) float32, x_self_cond) -> (B,C,H,W).
+    """eps / x0 / v network: construct(x (B,C,H,W), time (B,) float32, *inputs) -> (B,C,H,W), where
+    inputs are the optional inputs the architecture declares, in that order: the previous x0
+    estimate (self_condition) and int64 class labels (num_classes > 0).
 
-    With self_condition, x_self_cond is required here (zeros when there is no estimate yet): one
-    signature keeps a compiled graph and an exported ONNX graph simple. MindSporeDenoiserModel
-    (model.py) fills in the zeros and checks shapes before the graph sees them.
+    Every declared input is required here (zeros before there is an x0 estimate, the null class
+    for unconditional samples): one signature keeps a compiled graph and an exported ONNX graph
+    simple. MindSporeDenoiserModel (model.py) fills in the defaults and checks shapes first.
     """
 
     def __init__(self, cfg: UnetConfig):
         super().__init__()
         self.config = cfg
-        self.self_condition = cfg.self_condition
+        roles = [spec.role for spec in optional_inputs(UnetArchitecture().inputs(cfg))]
+        # positions of the optional inputs in *inputs (-1: not taken), constants of the graph
+        self.self_cond_at = roles.index(SELF_CONDITION) if SELF_CONDITION in roles else -1
+        self.labels_at = roles.index(CLASS_LABEL) if CLASS_LABEL in roles else -1
         widths, n_levels, t_dim = cfg.level_widths, len(cfg.dim_mults), time_dim(cfg)
         in_channels = cfg.channels * (2 if cfg.self_condition else 1)
 
@@ -55,6 +61,8 @@ class Unet(nn.Cell):
             return kind(width, cfg.attn_heads, cfg.attn_dim_head, cfg.resnet_block_groups)
 
         self.time_mlp = TimeMLP(cfg.dim, t_dim)
+        # Ho & Salimans 2022: a class embedding added to the time embedding (row num_classes: null)
+        self.class_embedding = nn.Embedding(cfg.num_classes + 1, t_dim) if cfg.num_classes else None
         self.init_conv = conv2d(in_channels, cfg.dim, 3)
         downs = []
         for i, w in enumerate(widths):
@@ -81,10 +89,12 @@ class Unet(nn.Cell):
                 cell.decomposed = decomposed
         return self
 
-    def construct(self, x, time, x_self_cond=None):
-        if self.self_condition:  # Chen et al. 2022: the model also sees its last x0 estimate
-            x = ops.cat((x, x_self_cond), axis=1)
+    def construct(self, x, time, *inputs):
+        if self.self_cond_at >= 0:  # Chen et al. 2022: the model also sees its last x0 estimate
+            x = ops.cat((x, inputs[self.self_cond_at]), axis=1)
         emb = self.time_mlp(time)
+        if self.labels_at >= 0:
+            emb = emb + self.class_embedding(inputs[self.labels_at])
         h = self.init_conv(x)
         init = h
         skips = []

@@ -105,8 +105,8 @@ def export_pytorch_network(network, config: ModelConfig, opset: int = DEFAULT_OP
     args = tuple(torch.from_numpy(a) for a in example_inputs(declared))
     batch = torch.export.Dim(BATCH, min=1, max=65536)
     # positional, so the network's argument names do not matter; every "batch" axis is dynamic
-    dynamic_shapes = tuple({axis: batch for axis, d in enumerate(spec.shape) if d == BATCH}
-                           for spec in declared)
+    dynamic_shapes = _as_signature(network.forward, [{axis: batch for axis, d in enumerate(spec.shape)
+                                                      if d == BATCH} for spec in declared])
     with torch.no_grad(), warnings.catch_warnings():
         # Harmless notes from torch 2.13's exporter, printed on every export: the Dim name is
         # replaced by the input name (we name both "batch"), and a pytree deprecation.
@@ -125,6 +125,23 @@ def export_pytorch_network(network, config: ModelConfig, opset: int = DEFAULT_OP
         finally:
             registration.setLevel(level)
     return program.model_proto
+
+
+def _as_signature(forward, per_input: list) -> tuple:
+    """Per-input dynamic shapes in the structure torch.export binds the arguments to: a network
+    that takes its optional inputs as *inputs receives them as one tuple."""
+    import inspect
+    structure, i = [], 0
+    for param in inspect.signature(forward).parameters.values():
+        if i >= len(per_input):
+            break
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            structure.append(tuple(per_input[i:]))
+            i = len(per_input)
+        else:
+            structure.append(per_input[i])
+            i += 1
+    return tuple(structure)
 
 
 def write_model_onnx(folder: str | os.PathLike, data: bytes) -> Path:

@@ -269,10 +269,10 @@ def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str
         return
     fix = f"model.safetensors changed after the export; re-export with `{EXPORT_COMMAND}`"
     recorded = recorded_network(meta)
-    ours = (config.architecture.name, config.network_json())
-    if recorded is not None and (recorded[0], _canonical_json(recorded[1])) != ours:
+    if recorded is not None and not _same_network(recorded, config):
         raise OnnxModelMismatch(f"{where} was exported from a different network ({recorded[0]}: "
-                                f"{recorded[1]}) than config.json's ({ours[0]}: {ours[1]}); {fix}")
+                                f"{recorded[1]}) than config.json's ({config.architecture.name}: "
+                                f"{config.network_json()}); {fix}")
     if weights is not None:
         found = weights_fingerprint(weights)
         if meta[META_WEIGHTS_SHA256] != found:
@@ -281,11 +281,16 @@ def check_provenance(session, config: ModelConfig, weights: Optional[Mapping[str
                 f"than model.safetensors (sha256 {found[:12]}...); {fix}")
 
 
-def _canonical_json(text: str) -> str:
+def _same_network(recorded: tuple[str, str], config: ModelConfig) -> bool:
+    """Whether a stamp describes config's network; parsed, so that fields added to a config since
+    the export (at their defaults) still match."""
+    name, text = recorded
+    if name != config.architecture.name:
+        return False
     try:
-        return json.dumps(json.loads(text), sort_keys=True)
-    except json.JSONDecodeError:
-        return text
+        return config.architecture.parse_config(json.loads(text)) == config.network
+    except (ValueError, TypeError):  # unparsable, or a ConfigError: not this network
+        return False
 
 
 class OnnxDenoiserModel:

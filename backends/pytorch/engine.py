@@ -14,7 +14,7 @@ import torch
 
 from backends import build_network
 from diffusion_core import training
-from diffusion_core.architectures import SELF_CONDITION, find_role, optional_inputs
+from diffusion_core.architectures import CLASS_LABEL, SELF_CONDITION, find_role, optional_inputs
 from diffusion_core.data import Dataset
 from diffusion_core.training import state as run_state
 from diffusion_core.training.config import TrainConfig
@@ -45,6 +45,7 @@ class TorchEngine:
         self.declared = config.model.inputs
         self.optional = optional_inputs(self.declared)
         self.self_condition = find_role(self.declared, SELF_CONDITION)
+        self.class_label = find_role(self.declared, CLASS_LABEL)
         self.prediction_type = config.model.diffusion.prediction_type
         torch.manual_seed(config.seed)                    # the same initial weights on every rank
         self.network = build_network("pytorch", config.model.network).to(device)
@@ -93,6 +94,8 @@ class TorchEngine:
         x_t = training.q_sample(x0, noise, sig, sig_n)
         goal = training.target(x0, noise, tgt_x0, tgt_eps)
         inputs = self._defaults(b)  # a tensor for every input either way: one graph for torch.compile
+        if self.class_label is not None:
+            inputs[self.class_label.name] = self._to_device(mb.class_labels)
         with self.autocast:
             if self.self_condition is not None and mb.use_self_condition:
                 # Chen et al. 2022: condition on the model's own detached x0 estimate, clamped as

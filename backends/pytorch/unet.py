@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffusion_core.architectures.unet import UnetConfig, time_dim
+from diffusion_core.architectures import CLASS_LABEL, SELF_CONDITION, optional_inputs
+from diffusion_core.architectures.unet import UnetArchitecture, UnetConfig, time_dim
 
 from .blocks import Attention, Downsample, LinearAttention, ResnetBlock, TimeMLP, Upsample
 
@@ -32,7 +33,9 @@ class UpLevel(nn.Module):
 
 
 class Unet(nn.Module):
-    """eps / x0 / v network: forward(x (B,C,H,W), time (B,) float, x_self_cond=None) -> (B,C,H,W)
+    """eps / x0 / v network: forward(x (B,C,H,W), time (B,) float, *inputs) -> (B,C,H,W), where
+    inputs are the optional inputs the architecture declares for this config, in that order: the
+    previous x0 estimate (self_condition) and int64 class labels (num_classes > 0).
 
     The output is the raw prediction; diffusion_core/prediction.py says what it means.
     """
@@ -52,7 +55,11 @@ class Unet(nn.Module):
             kind = Attention if full else LinearAttention
             return kind(width, cfg.attn_heads, cfg.attn_dim_head, cfg.resnet_block_groups)
 
+        self.roles = [spec.role for spec in optional_inputs(UnetArchitecture().inputs(cfg))]
         self.time_mlp = TimeMLP(cfg.dim, t_dim)
+        # Ho & Salimans 2022: a class embedding added to the time embedding; row num_classes is
+        # the null class. nn.Embedding's N(0, 1) start is as large as the time embedding's output.
+        self.class_embedding = nn.Embedding(cfg.num_classes + 1, t_dim) if cfg.num_classes else None
         # 3x3 like Ho et al.: one kernel size and padding for every conv of the net; a 7x7 stem
         # (lucidrains) buys little receptive field on 28x28 images.
         self.init_conv = nn.Conv2d(in_channels, cfg.dim, 3, padding=1)
@@ -75,9 +82,9 @@ class Unet(nn.Module):
         self.final_block = block(widths[0] + cfg.dim, cfg.dim)
         self.final_conv = nn.Conv2d(cfg.dim, cfg.channels, 1)
 
-    def check_inputs(self, x: torch.Tensor, time: torch.Tensor,
-                     x_self_cond: torch.Tensor | None) -> None:
-        """Raise a ValueError naming expected and actual shapes before any conv sees the input."""
+    def check_inputs(self, x: torch.Tensor, time: torch.Tensor, inputs: tuple) -> dict:
+        """The optional inputs by role; a ValueError names expected and actual shapes before any
+        conv sees the input."""
         cfg = self.config
         expected = (cfg.channels, cfg.image_size, cfg.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -88,20 +95,33 @@ class Unet(nn.Module):
         if time.ndim != 1 or time.shape[0] != x.shape[0]:
             raise ValueError(f"time must have shape ({x.shape[0]},), one timestep per image, "
                              f"got {tuple(time.shape)}")
-        if x_self_cond is not None:
-            if not cfg.self_condition:
-                raise ValueError("this model was built with self_condition=False; pass "
-                                 "x_self_cond=None or build it with self_condition=True")
-            if x_self_cond.shape != x.shape:
-                raise ValueError(f"x_self_cond must have the shape of x {tuple(x.shape)}, got "
-                                 f"{tuple(x_self_cond.shape)}")
+        if len(inputs) > len(self.roles):
+            raise ValueError(f"this Unet takes {len(self.roles)} input(s) after x and time "
+                             f"({', '.join(self.roles) or 'none'}), got {len(inputs)}")
+        by_role = dict(zip(self.roles, inputs))
+        # Inputs left out (a direct call) take their declared defaults: zeros before there is an
+        # x0 estimate (Chen et al. 2022), the null class for an unconditional sample.
+        if SELF_CONDITION in self.roles and by_role.get(SELF_CONDITION) is None:
+            by_role[SELF_CONDITION] = torch.zeros_like(x)
+        if CLASS_LABEL in self.roles and by_role.get(CLASS_LABEL) is None:
+            by_role[CLASS_LABEL] = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.int64,
+                                              device=x.device)
+        cond = by_role.get(SELF_CONDITION)
+        if cond is not None and cond.shape != x.shape:
+            raise ValueError(f"the self-conditioning input must have the shape of x {tuple(x.shape)}, "
+                             f"got {tuple(cond.shape)}")
+        labels = by_role.get(CLASS_LABEL)
+        if labels is not None and tuple(labels.shape) != (x.shape[0],):
+            raise ValueError(f"class labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+        return by_role
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor,
-                x_self_cond: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_inputs(x, time, x_self_cond)
-        if self.config.self_condition:  # Chen et al. 2022: zeros when there is no estimate yet
-            x = torch.cat([x, torch.zeros_like(x) if x_self_cond is None else x_self_cond], dim=1)
+    def forward(self, x: torch.Tensor, time: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        by_role = self.check_inputs(x, time, inputs)
+        if self.config.self_condition:  # Chen et al. 2022: the model also sees its last x0 estimate
+            x = torch.cat([x, by_role[SELF_CONDITION]], dim=1)
         emb = self.time_mlp(time)
+        if self.class_embedding is not None:
+            emb = emb + self.class_embedding(by_role[CLASS_LABEL])
         h = self.init_conv(x)
         init, skips = h, []
         for level in self.downs:

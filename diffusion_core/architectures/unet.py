@@ -9,6 +9,9 @@ Architecture (Ho et al. 2020, in the shape of lucidrains' denoising-diffusion-py
 level i has width w_i = dim * dim_mults[i] and resolution S / 2^i (S = image_size).
 
     time_mlp     sinusoidal(t) [2*ceil(dim/2) wide] -> linear1 -> SiLU -> linear2 (time_dim = 4*dim)
+    class_embedding   with num_classes > 0: a learned (num_classes + 1, time_dim) table whose row is
+                 added to the time embedding (Ho & Salimans 2022); row num_classes is the null
+                 (unconditional) class that classifier-free guidance and label dropout use
     init_conv    conv3x3, in_channels -> dim; with self_condition the input is
                  concat([x, previous x0 estimate]) and in_channels = 2 * channels
     downs.i      block1 (w_{i-1} -> w_i, with w_{-1} = dim), block2 (w_i -> w_i), attn,
@@ -44,7 +47,7 @@ from typing import Iterator, NamedTuple
 
 from ..parsing import ConfigError, require
 from .base import Architecture
-from .inputs import ModelInput, sample_input, self_condition_input, timestep_input
+from .inputs import ModelInput, class_label_input, sample_input, self_condition_input, timestep_input
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class UnetConfig:
     resnet_block_groups: int = 8     # GroupNorm groups; must divide every level's width
     dropout: float = 0.0
     self_condition: bool = False     # Chen et al. 2022: the model also sees its last x0 estimate
+    num_classes: int = 0             # > 0: class-conditional, labels 0..num_classes-1 (+ a null class)
 
     def __post_init__(self) -> None:
         require(self.channels in (1, 3, 4), f"channels must be 1, 3 or 4, got {self.channels}")
@@ -79,6 +83,8 @@ class UnetConfig:
                     f"resnet_block_groups={self.resnet_block_groups} must divide every level's width "
                     f"(dim * dim_mult = {self.dim * m}); pick groups that divide {self.dim}")
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        require(0 <= self.num_classes <= 100_000, f"num_classes must be between 0 (unconditional) and "
+                                                   f"100000, got {self.num_classes}")
         factor = 2 ** (len(self.dim_mults) - 1)
         if self.image_size <= 0 or self.image_size % factor != 0:
             ok = [s for s in (8, 16, 28, 32, 64, 128, 256) if s % factor == 0]
@@ -96,7 +102,7 @@ class Layer(NamedTuple):
     """One parametrised or matmul step of the forward pass, enough to derive shapes and FLOPs."""
 
     name: str          # canonical module name, e.g. "downs.0.block1.conv1"
-    kind: str          # conv | linear | norm | attn_full | attn_linear (the last two: matmuls only)
+    kind: str          # conv | linear | norm | embedding | attn_full | attn_linear (matmuls only)
     c_in: int
     c_out: int
     kernel: int = 1    # conv kernel size
@@ -146,8 +152,10 @@ def layers(cfg: UnetConfig) -> list[Layer]:
     out: list[Layer] = [
         Layer("time_mlp.linear1", "linear", sinusoidal_dim(cfg), t_dim),
         Layer("time_mlp.linear2", "linear", t_dim, t_dim),
-        Layer("init_conv", "conv", in_channels, cfg.dim, 3, cfg.image_size),
     ]
+    if cfg.num_classes:
+        out.append(Layer("class_embedding", "embedding", cfg.num_classes + 1, t_dim, bias=False))
+    out.append(Layer("init_conv", "conv", in_channels, cfg.dim, 3, cfg.image_size))
     c_prev = cfg.dim
     for i, (w, s) in enumerate(zip(widths, sizes)):
         out += resnet_layers(f"downs.{i}.block1", c_prev, w, s, t_dim)
@@ -190,6 +198,8 @@ def layer_shapes(listed: list[Layer]) -> dict[str, tuple[int, ...]]:
             shapes[f"{layer.name}.weight"] = (layer.c_out, layer.c_in)
         elif layer.kind == "norm":  # GroupNorm affine: weight = gamma, bias = beta
             shapes[f"{layer.name}.weight"] = (layer.c_out,)
+        elif layer.kind == "embedding":  # a lookup table: c_in rows of width c_out
+            shapes[f"{layer.name}.weight"] = (layer.c_in, layer.c_out)
         else:
             continue
         if layer.bias:
@@ -249,6 +259,8 @@ class UnetArchitecture(Architecture):
         declared = [sample_input(*image), timestep_input()]
         if cfg.self_condition:
             declared.append(self_condition_input(*image))
+        if cfg.num_classes:
+            declared.append(class_label_input(cfg.num_classes))
         return tuple(declared)
 
     def sample_shape(self, cfg: UnetConfig) -> tuple[int, int, int]:
@@ -261,7 +273,9 @@ class UnetArchitecture(Architecture):
         return [("Architecture", f"`{self.name}`: {self.title}"),
                 ("Unet", f"dim {cfg.dim}, dim_mults {list(cfg.dim_mults)}, attention per level: "
                          f"{_attention_summary(cfg)}"),
-                ("Self-conditioning", "yes" if cfg.self_condition else "no")]
+                ("Self-conditioning", "yes" if cfg.self_condition else "no"),
+                ("Class-conditional", f"{cfg.num_classes} classes (+ a null class for guidance)"
+                                      if cfg.num_classes else "no")]
 
     def summary(self, cfg: UnetConfig) -> str:
         return (f"{self.name} (dim {cfg.dim}, dim_mults {list(cfg.dim_mults)}, image_size "

@@ -45,7 +45,8 @@ def run(framework: TrainerFramework, argv: Optional[Sequence[str]] = None) -> in
     try:
         framework.setup(args)
         dataset = load_dataset(args.data, args.image_size)
-        config = checked_config(args, image_size=dataset.image_size, channels=dataset.channels)
+        config = checked_config(args, image_size=dataset.image_size, channels=dataset.channels,
+                                num_classes=len(dataset.class_names) if dataset.labels is not None else 0)
         out = Path(config.out)
         run_state.refuse_to_overwrite(out, args.resume)
         engine = framework.make_engine(config, dataset, args)

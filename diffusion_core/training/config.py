@@ -38,6 +38,7 @@ class TrainConfig:
     grad_clip: float = 1.0             # max global grad norm (0: off)
     ema_decay: float = 0.999           # EMA of the weights (Polyak averaging)
     ema_warmup: int = 100              # decay ramps as min(decay, (1 + n) / (10 + n)) before that
+    cond_drop_prob: float = 0.1        # class-conditional: labels dropped to the null class (Ho & Salimans)
     bf16: bool = False                 # bf16 autocast (CPU with AMX, or GPU)
     seed: int = 0
     sample_every: int = 1000           # write a sample grid (EMA weights) every N steps (0: never)
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ConfigError(f"{', '.join(bad)}: these must be positive integers")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ConfigError(f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip < 0 or self.sample_every < 0 or self.checkpoint_every < 0 or self.warmup_steps < 0:
@@ -128,6 +131,13 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
     g.add_argument("--groups", type=int, default=u.resnet_block_groups, help="GroupNorm groups")
     g.add_argument("--dropout", type=float, default=u.dropout)
     g.add_argument("--self-condition", action="store_true")
+    g.add_argument("--class-conditional", action="store_true",
+                   help="condition on the dataset's labels (a class embedding, Ho & Salimans 2022): "
+                        "fashion-mnist, digits, or a folder with one sub-folder per class")
+    g.add_argument("--cond-drop-prob", type=float, default=d.cond_drop_prob,
+                   help="with --class-conditional: the probability that a label is replaced by the "
+                        "null class during training, so the model also learns the unconditional "
+                        "score that classifier-free guidance needs")
     g = p.add_argument_group("diffusion")
     g.add_argument("--timesteps", type=int, default=f.num_train_timesteps, help="T")
     g.add_argument("--schedule", default=f.schedule, choices=list(SCHEDULES))
@@ -163,14 +173,16 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
     return p
 
 
-def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> TrainConfig:
-    """TrainConfig from parsed flags; image_size/channels come from the data actually loaded."""
+def from_args(args: argparse.Namespace, *, image_size: int, channels: int, num_classes: int = 0) -> TrainConfig:
+    """TrainConfig from parsed flags; image_size/channels (and, with --class-conditional, the
+    number of classes) come from the data actually loaded."""
     levels = len(args.dim_mults)
     full_attn = args.full_attn if args.full_attn is not None else (False,) * (levels - 1) + (True,)
     unet = UnetConfig(image_size=image_size, channels=channels, dim=args.dim, dim_mults=args.dim_mults,
                       full_attn=full_attn, linear_attn=not args.no_linear_attn, attn_heads=args.attn_heads,
                       attn_dim_head=args.attn_dim_head, resnet_block_groups=args.groups,
-                      dropout=args.dropout, self_condition=args.self_condition)
+                      dropout=args.dropout, self_condition=args.self_condition,
+                      num_classes=num_classes if args.class_conditional else 0)
     diffusion = DiffusionConfig(num_train_timesteps=args.timesteps, schedule=args.schedule,
                                 zero_terminal_snr=args.zero_terminal_snr, prediction_type=args.prediction)
     loss = LossConfig(weighting=args.loss_weighting, p2_gamma=args.p2_gamma, p2_k=args.p2_k,
@@ -179,17 +191,23 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int) -> Tr
                        loss=loss, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                        grad_clip=args.grad_clip, ema_decay=args.ema_decay, ema_warmup=args.ema_warmup,
+                       cond_drop_prob=args.cond_drop_prob,
                        bf16=args.bf16, seed=args.seed, sample_every=args.sample_every,
                        sample_steps=args.sample_steps, sample_sampler=args.sample_sampler,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        device=args.device, num_threads=args.num_threads, image_size=args.image_size)
 
 
-def checked_config(args: argparse.Namespace, *, image_size: int, channels: int) -> TrainConfig:
+def checked_config(args: argparse.Namespace, *, image_size: int, channels: int,
+                   num_classes: int = 0) -> TrainConfig:
     """from_args, plus the checks every trainer makes before it starts; ConfigError says what to fix."""
     from ..samplers import get_sampler
+    if args.class_conditional and num_classes < 2:
+        raise ConfigError(f"--class-conditional needs labelled data with at least two classes; "
+                          f"--data {args.data} has none: use fashion-mnist, digits, or a folder "
+                          "with one sub-folder of images per class")
     try:
-        config = from_args(args, image_size=image_size, channels=channels)
+        config = from_args(args, image_size=image_size, channels=channels, num_classes=num_classes)
         get_sampler(config.sample_sampler)
     except ValueError as e:  # LossConfig and the sampler registry raise plain ValueErrors
         raise ConfigError(str(e)) from None

@@ -21,6 +21,7 @@ class MicroBatch:
     index: np.ndarray            # int64 (B,): which dataset images (the engine holds the images)
     draw: TrainingDraw           # t, noise and every coefficient of the loss
     use_self_condition: bool     # Chen et al. 2022: the coin for feeding the model's own estimate
+    class_labels: Optional[np.ndarray] = None   # int64 (B,), dropped ones set to the null class
 
 
 class StepEngine(Protocol):

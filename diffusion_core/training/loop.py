@@ -21,10 +21,11 @@ from typing import Iterator, Optional, TextIO
 
 import numpy as np
 
-from ..architectures.inputs import SELF_CONDITION, find_role
+from ..architectures.inputs import CLASS_LABEL, SELF_CONDITION, find_role
 from ..checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 from ..config import ModelConfig
 from ..data import Dataset, EpochSampler, make_grid, save_png
+from ..parsing import ConfigError
 from ..samplers import sample
 from . import state as run_state
 from .config import TrainConfig
@@ -53,6 +54,10 @@ class TrainingLoop:
         self.schedule = config.model.diffusion.make_schedule()
         self.prediction_type = config.model.diffusion.prediction_type
         self.self_condition = find_role(config.model.inputs, SELF_CONDITION) is not None
+        self.class_label = find_role(config.model.inputs, CLASS_LABEL)
+        if self.class_label is not None and dataset.labels is None:
+            raise ConfigError("a class-conditional model needs a dataset with labels: fashion-mnist, "
+                              "digits, or a folder with one sub-folder per class")
         # Data order is shared by all ranks (each slices its shard); the draws are per rank.
         self.sampler = EpochSampler(len(dataset), config.batch_size,
                                     np.random.default_rng([config.seed, 0]), engine.world_size, engine.rank)
@@ -74,7 +79,13 @@ class TrainingLoop:
             index = self.sampler.next()
             d = draw(self.schedule, self.draw_rng, shape, self.prediction_type, cfg.loss)
             use_self_cond = self.self_condition and self.draw_rng.random() < 0.5
-            yield MicroBatch(index=index, draw=d, use_self_condition=use_self_cond)
+            labels = None
+            if self.class_label is not None:
+                # Ho & Salimans 2022, Algorithm 1: drop each label to the null class with p_uncond
+                labels = self.dataset.labels[index].astype(np.int64)
+                dropped = self.draw_rng.random(len(index)) < cfg.cond_drop_prob
+                labels[dropped] = int(self.class_label.fill)
+            yield MicroBatch(index=index, draw=d, use_self_condition=use_self_cond, class_labels=labels)
 
     def train_step(self):
         """One optimizer step from the next draws; returns (engine loss, whether it was applied)."""
@@ -132,9 +143,13 @@ class TrainingLoop:
         cfg = self.config
         model = self.engine.ema_model()
         count = 16 if self.engine.device == "cpu" else 64
+        inputs = {}
+        if self.class_label is not None:  # a row per class: labels 0, 1, ... repeated
+            inputs[self.class_label.name] = np.arange(count) % int(self.class_label.fill)
         images = sample(model, self.schedule, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
                         shape=(count, *cfg.model.sample_shape), seed=GRID_SEED, ops=model.ops,
-                        prediction_type=self.prediction_type, model_inputs=cfg.model.inputs)
+                        prediction_type=self.prediction_type, model_inputs=cfg.model.inputs,
+                        inputs=inputs)
         self.last_grid = make_grid(images)
         save_png(self.out / "samples" / f"step_{self.step:07d}.png", self.last_grid)
         return self.last_grid
@@ -165,6 +180,8 @@ class TrainingLoop:
                  "final_loss": None if self.last_loss is None else round(self.last_loss, 5)}
         if len(self.commands) > 1:
             notes["resumed_with"] = self.commands[1:]
+        if self.class_label is not None:
+            notes["class_names"] = list(self.dataset.class_names)
         model_cfg = ModelConfig(network=cfg.model.network, diffusion=cfg.model.diffusion, notes=notes)
         return save_checkpoint(self.out / MODEL_FOLDER, model_cfg, self.engine.ema_weights(),
                                sample_grid=self.last_grid)

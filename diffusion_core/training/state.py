@@ -90,9 +90,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict, now: TrainConfig, free: Iterable[str] = FREE_ON_RESUME) -> list[str]:
-    """'name: checkpoint X, now Y' for every field that must match on resume but does not."""
+    """'name: checkpoint X, now Y' for every field that must match on resume but does not.
+
+    A setting the checkpoint predates (a field added to the toolkit since) matches when it is at
+    its default now: the run was trained without it, which is what its default means."""
+    from ..config import ModelConfig
     free = frozenset(free)
     a, b = _flatten(saved), _flatten(json.loads(now.to_json()))
+    plain = TrainConfig(model=ModelConfig(network=type(now.model.network)()))
+    defaults = _flatten(json.loads(plain.to_json()))
+    a.update({key: defaults[key] for key in set(b) - set(a) if key in defaults})
     return [f"{key}: checkpoint {a.get(key, '<absent>')!r}, now {b.get(key, '<absent>')!r}"
             for key in sorted(set(a) | set(b))
             if key.split(".")[0] not in free and not key.startswith("model.notes")
