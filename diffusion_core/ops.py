@@ -41,6 +41,15 @@ class Ops(Protocol):
     def mean_per_sample(self, x: Tensor) -> Tensor:
         """Mean over all but the first axis, shaped (B,) (per-sample losses)."""
 
+    def std_per_sample(self, x: Tensor) -> Tensor:
+        """Standard deviation over all but the first axis, shaped (B, 1, ..., 1) (guidance rescale)."""
+
+    def concat(self, xs: list) -> Tensor:
+        """Join tensors along the batch axis (the two halves of a guided forward)."""
+
+    def split_batch(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """(x[:n], x[n:]) along the batch axis."""
+
 
 class NumpyOps:
     """Reference implementation; float32 throughout, like the other backends."""
@@ -66,6 +75,15 @@ class NumpyOps:
 
     def mean_per_sample(self, x):
         return x.reshape(x.shape[0], -1).mean(axis=1)
+
+    def std_per_sample(self, x):
+        return x.reshape(x.shape[0], -1).std(axis=1).reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+
+    def concat(self, xs):
+        return np.concatenate(xs, axis=0)
+
+    def split_batch(self, x, n):
+        return x[:n], x[n:]
 
 
 NUMPY = NumpyOps()

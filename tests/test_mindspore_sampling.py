@@ -24,6 +24,8 @@ from diffusion_core.samplers import list_samplers, sample  # noqa: E402
 SAMPLER_TOLERANCE = 1e-3
 PLAIN = UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                    resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+CLASSES = UnetConfig(image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True),
+                     resnet_block_groups=4, attn_heads=2, attn_dim_head=8, num_classes=5)
 SELF_COND = UnetConfig(image_size=8, channels=3, dim=8, dim_mults=(1, 2), full_attn=(False, True),
                        resnet_block_groups=4, attn_heads=2, attn_dim_head=8, self_condition=True)
 
@@ -37,7 +39,7 @@ def models():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = {}
-    for name, cfg in (("plain", PLAIN), ("self_cond", SELF_COND)):
+    for name, cfg in (("plain", PLAIN), ("self_cond", SELF_COND), ("classes", CLASSES)):
         torch.manual_seed(3)
         reference = build_network("pytorch", cfg).eval()
         unet = bm.build_network(cfg)
@@ -48,13 +50,15 @@ def models():
 
 
 @pytest.mark.parametrize("sampler", list_samplers())
-@pytest.mark.parametrize("which, prediction", [("plain", "eps"), ("self_cond", "v")])
+@pytest.mark.parametrize("which, prediction", [("plain", "eps"), ("self_cond", "v"), ("classes", "v")])
 def test_same_seed_same_images_on_both_backends(models, sampler, which, prediction):
     torch_model, ms_model = models[which]
     cfg = torch_model.network.config
     schedule = DiffusionConfig(schedule="cosine").make_schedule()
     kwargs = dict(sampler=sampler, steps=12, shape=(2, cfg.channels, 8, 8), seed=5,
                   prediction_type=prediction, model_inputs=ModelConfig(network=cfg).inputs)
+    if cfg.num_classes:  # labels and classifier-free guidance (one doubled forward per step)
+        kwargs.update(class_labels=[1, 4], guidance_scale=3.0, guidance_rescale=0.5)
     want = sample(torch_model, schedule, ops=torch_model.ops, **kwargs)
     got = sample(ms_model, schedule, ops=ms_model.ops, **kwargs)
     assert got.dtype == np.float32 and got.shape == want.shape

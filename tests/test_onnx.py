@@ -39,6 +39,9 @@ CONFIGS = {
     "colour16_selfcond": ModelConfig(network=UnetConfig(
         image_size=16, channels=3, dim=8, dim_mults=(1, 2), full_attn=(False, True),
         resnet_block_groups=4, attn_heads=2, attn_dim_head=4, self_condition=True)),
+    "gray8_classes": ModelConfig(network=UnetConfig(
+        image_size=8, dim=8, dim_mults=(1, 2), full_attn=(False, True), resnet_block_groups=4,
+        attn_heads=2, attn_dim_head=4, num_classes=10)),
 }
 
 
@@ -148,6 +151,21 @@ def test_same_seed_same_images_as_pytorch_over_20_steps(exported, name, sampler)
     got = ours.sample(4, sampler=sampler, steps=20, seed=11)
     want = ref.sample(4, sampler=sampler, steps=20, seed=11)
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_class_labels_are_an_int64_input_and_guided_images_match_pytorch(exported):
+    folder = exported("gray8_classes")
+    graph = onnx.load(folder / "model.onnx")
+    labels = next(i for i in graph.graph.input if i.name == "class_labels")
+    assert labels.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert labels.type.tensor_type.shape.dim[0].dim_param == "batch"
+    ours, ref = load_model("onnxruntime", folder), pytorch_model(folder)
+    for sampler in ("dpmpp_2m", "ddim"):
+        kwargs = dict(sampler=sampler, steps=10, seed=4, class_labels=[0, 3, 9], guidance_scale=3.0)
+        got, want = ours.sample(3, **kwargs), ref.sample(3, **kwargs)
+        assert np.abs(got - want).max() < 1e-3
+    plain = ref.sample(3, sampler="ddim", steps=10, seed=4)  # labels do change the images
+    assert np.abs(plain - want).max() > 1e-2
 
 
 # --- the backend without torch -------------------------------------------------------------------

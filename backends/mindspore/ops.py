@@ -43,3 +43,17 @@ class MindSporeOps:
 
     def mean_per_sample(self, x: ms.Tensor) -> ms.Tensor:
         return x.reshape(x.shape[0], -1).mean(axis=1)
+
+    def std_per_sample(self, x: ms.Tensor) -> ms.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        centred = flat - flat.mean(axis=1, keep_dims=True)
+        std = ops.sqrt((centred * centred).mean(axis=1))  # population std, as NumPy's default
+        return std.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def concat(self, xs: list) -> ms.Tensor:
+        return ops.cat(tuple(xs), axis=0)
+
+    def split_batch(self, x: ms.Tensor, n: int) -> tuple[ms.Tensor, ms.Tensor]:
+        # ops.split, not slicing: MindSpore 2.10's strided slice is slow on CPU (see blocks.py)
+        first, rest = ops.split(x, [n, x.shape[0] - n], axis=0)
+        return first, rest

@@ -41,3 +41,12 @@ class TorchOps:
 
     def mean_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1).mean(dim=1)
+
+    def std_per_sample(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1).std(dim=1, correction=0).reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def concat(self, xs: list) -> torch.Tensor:
+        return torch.cat(list(xs), dim=0)
+
+    def split_batch(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:n], x[n:]

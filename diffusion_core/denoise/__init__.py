@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ..architectures.inputs import SELF_CONDITION, ModelInput, find_role, optional_inputs
 from ..ops import Ops, Tensor
 from ..prediction import Prediction
-from .guidance import Guidance, Guided, no_guidance
+from .guidance import ClassifierFreeGuidance, Guidance, Guided, no_guidance
+from .inpainting import KnownRegion
 from .wrappers import Layer, ModelPrediction, ProcessX0, SelfConditioning, X0Processing
 
 
@@ -40,11 +41,14 @@ class Denoiser:
 def build_denoiser(model: Callable[..., Any], prediction_type: str, ops: Ops, *,
                    model_inputs: Sequence[ModelInput] = (), inputs: Optional[Mapping[str, Tensor]] = None,
                    x0_processing: X0Processing = X0Processing(),
-                   guidance: Guidance = no_guidance) -> Denoiser:
+                   guidance: Guidance = no_guidance,
+                   known: Optional[tuple[Tensor, Tensor, Tensor]] = None) -> Denoiser:
     """Compose the wrappers for a model whose declared inputs are `model_inputs`.
 
     inputs: {declared name: backend tensor} given for the whole call; a name the model does not
     declare, or one the chain fills itself (self-conditioning), is an error.
+    guidance: the guidance slot (ClassifierFreeGuidance, or the identity).
+    known: (image, mask, noise) for inpainting (inpainting.py), as backend tensors.
     """
     declared = optional_inputs(model_inputs)
     self_cond = find_role(declared, SELF_CONDITION)
@@ -56,10 +60,12 @@ def build_denoiser(model: Callable[..., Any], prediction_type: str, ops: Ops, *,
                          f"{sorted(allowed) or 'none besides x and t'}")
     model_prediction = ModelPrediction(model, prediction_type)
     layer: Layer = ProcessX0(Guided(model_prediction, guidance), x0_processing, ops)
+    if known is not None:
+        layer = KnownRegion(layer, *known)
     if self_cond is not None:
         layer = SelfConditioning(layer, self_cond.name, ops)
     return Denoiser(layer, model_prediction, given)
 
 
-__all__ = ["Denoiser", "Guidance", "Guided", "ModelPrediction", "ProcessX0", "SelfConditioning",
-           "X0Processing", "build_denoiser", "no_guidance"]
+__all__ = ["ClassifierFreeGuidance", "Denoiser", "Guidance", "Guided", "KnownRegion", "ModelPrediction",
+           "ProcessX0", "SelfConditioning", "X0Processing", "build_denoiser", "no_guidance"]

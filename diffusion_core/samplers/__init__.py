@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..architectures.inputs import SELF_CONDITION, ModelInput, find_role, self_condition_input
+from .. import conditioning
 from ..denoise import X0Processing, build_denoiser
 from ..ops import NUMPY, Ops
 from ..schedules import NoiseSchedule
@@ -64,7 +65,10 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
            shape: Optional[tuple[int, ...]] = None, seed: Optional[int] = None,
            x_T: Optional[np.ndarray] = None, ops: Ops = NUMPY, prediction_type: str = "eps",
            model_inputs: Sequence[ModelInput] = (), inputs: Optional[Mapping[str, np.ndarray]] = None,
-           self_condition: bool = False, options: Optional[SamplerOptions] = None,
+           self_condition: bool = False, class_labels: Any = None, guidance_scale: float = 1.0,
+           guidance_rescale: float = 0.0, guidance_interval: Optional[Sequence[float]] = None,
+           init_image: Optional[np.ndarray] = None, strength: float = 1.0,
+           mask: Optional[np.ndarray] = None, options: Optional[SamplerOptions] = None,
            callback: Optional[Callback] = None, **option_overrides: Any) -> np.ndarray:
     """Draw images with a trained model; returns a float32 NumPy array shaped like x_T (~[-1, 1]).
 
@@ -77,6 +81,9 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
     inputs:  {declared name: NumPy array} held fixed for the call (e.g. class labels).
     seed:    seeds two NumPy streams: one draws x_T (unless given), the other every later noise.
     x_T:     explicit starting noise, unit Gaussian, shape (B, C, H, W).
+    class_labels, guidance_scale, guidance_rescale, guidance_interval, init_image, strength, mask:
+             class-conditional sampling, classifier-free guidance, image-to-image and inpainting
+             (diffusion_core/conditioning.py says what each means and accepts).
     options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
     callback: called with a `StepInfo` after every step (progress bars, x0 previews).
     """
@@ -98,13 +105,21 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
         raise ValueError(f"shape {tuple(shape)} disagrees with x_T's shape {np.shape(x_T)}")
     if self_condition and find_role(model_inputs, SELF_CONDITION) is None:
         model_inputs = tuple(model_inputs) + (self_condition_input(*np.shape(x_T)[1:]),)
+    cond = conditioning.prepare(model_inputs, tuple(np.shape(x_T)), class_labels=class_labels,
+                                guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                                guidance_interval=guidance_interval, init_image=init_image,
+                                strength=strength, mask=mask)
+    timesteps = conditioning.truncate(cond, timesteps, steps)
+    steered, guidance, known = conditioning.wrappers(cond, model_inputs, x_T, ops)
+    given = {k: ops.asarray(np.asarray(v)) for k, v in (inputs or {}).items()}
     denoise = build_denoiser(model, prediction_type, ops, model_inputs=model_inputs,
-                             inputs={k: ops.asarray(np.asarray(v)) for k, v in (inputs or {}).items()},
+                             inputs={**given, **steered}, guidance=guidance, known=known,
                              x0_processing=X0Processing(opts.clip_x0, opts.threshold_ratio,
                                                         opts.threshold_max))
     ctx = SamplerContext(denoise=denoise, schedule=schedule, timesteps=timesteps,
                          noise=NoiseSource(step_rng, ops), options=opts, callback=callback)
-    return ops.to_numpy(spec.fn(ctx, ops.asarray(np.asarray(x_T, dtype=np.float32))))
+    x_start = conditioning.noised_start(cond, schedule, float(timesteps[0]), np.asarray(x_T, np.float32))
+    return ops.to_numpy(spec.fn(ctx, ops.asarray(x_start)))
 
 
 __all__ = ["noise_generators", "SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
