@@ -130,11 +130,37 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
+        check_json_size(text, "config.json")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"config.json is not valid JSON ({e})") from None
         return cls.from_dict(data)
+
+
+MAX_JSON_BYTES = 1_000_000   # a config.json is a few kB; anything this large is not one
+MAX_JSON_DEPTH = 32          # the deepest real config nests 3 levels
+
+
+def check_json_size(text: str, where: str) -> None:
+    """Refuse huge or deeply nested JSON before parsing it (json.loads recurses per level)."""
+    if len(text) > MAX_JSON_BYTES:
+        raise ConfigError(f"{where} is {len(text):,} characters, more than a config holds "
+                          f"({MAX_JSON_BYTES:,} at most); it is not a checkpoint's config")
+    depth, deepest, in_string, escaped = 0, 0, False, False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise ConfigError(f"{where} nests more than {MAX_JSON_DEPTH} levels deep; it is not a "
+                                  "checkpoint's config")
+        elif char in "]}":
+            depth -= 1
 
 
 def _version_message(version: Any) -> str:

@@ -62,10 +62,12 @@ def _endpoint(endpoint: str | None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _scrub(text: str, token: str | None) -> str:
-    """One line, and never the token, whatever a server or library put in the text."""
+def _scrub(text: str, token: str | bool | None) -> str:
+    """One line, and never the token, whatever a server or library put in the text. Only the
+    whole token is masked, and only a string long enough to be one: masking every occurrence of a
+    one-character "token" would garble the message."""
     text = " ".join(str(text).split())
-    return text.replace(token, "***") if token else text
+    return text.replace(token, "***") if isinstance(token, str) and len(token) >= 8 else text
 
 
 def _as_hub_error(error: Exception, *, repo_id: str, revision: str | None, endpoint: str,
@@ -192,6 +194,42 @@ def pull(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathL
     if local_dir is None:
         return snapshot
     return _copy_atomically(snapshot, Path(local_dir).expanduser().absolute())
+
+
+def resolve_revision(repo_id: str, revision: str | None = None, *, token: str | bool | None = None,
+                     endpoint: str | None = None) -> str:
+    """The commit sha a branch, tag or sha names (network); HubError as pull() words it."""
+    from huggingface_hub import HfApi
+    _check_repo_id(repo_id)
+    endpoint = _endpoint(endpoint)
+    try:
+        return str(HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision).sha)
+    except Exception as error:
+        translated = _as_hub_error(error, repo_id=repo_id, revision=revision, endpoint=endpoint,
+                                   token=token, pushing=False)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def download_size(repo_id: str, revision: str, patterns: Sequence[str] = CHECKPOINT_FILES, *,
+                  token: str | bool | None = None, endpoint: str | None = None) -> int:
+    """Bytes that pulling the checkpoint files of repo_id@revision would download."""
+    import fnmatch
+
+    from huggingface_hub import HfApi
+    endpoint = _endpoint(endpoint)
+    try:
+        entries = HfApi(endpoint=endpoint, token=token).list_repo_tree(repo_id, revision=revision,
+                                                                       recursive=True)
+        return sum(int(getattr(e, "size", 0) or 0) for e in entries
+                   if any(fnmatch.fnmatch(e.path, p) for p in patterns))
+    except Exception as error:
+        translated = _as_hub_error(error, repo_id=repo_id, revision=revision, endpoint=endpoint,
+                                   token=token, pushing=False)
+        if translated is None:
+            raise
+        raise translated from None
 
 
 def _copy_atomically(snapshot: Path, target: Path) -> Path:

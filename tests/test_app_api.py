@@ -63,15 +63,17 @@ def read_png(path) -> np.ndarray:
         return np.asarray(image)
 
 
-def generate(client, backend="pytorch", sampler="ddim", steps=5, eta=0.0, seed=0, batch_size=2):
-    return client.predict(backend, sampler, steps, eta, seed, batch_size, api_name="/generate")
+def generate(client, backend="pytorch", sampler="ddim", steps=5, eta=0.0, seed=0, batch_size=2,
+             class_label="any", guidance=1.0):
+    return client.predict(backend, sampler, steps, eta, seed, batch_size, class_label, guidance,
+                          api_name="/generate")
 
 
 def test_endpoints_are_the_service_methods(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert sorted(api["named_endpoints"]) == ["/compare", "/generate", "/pull", "/push"]
+    assert sorted(api["named_endpoints"]) == ["/compare", "/generate", "/image_to_image", "/pull", "/push"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert names == ["backend", "sampler", "steps", "eta", "seed", "batch_size"]
+    assert names == ["backend", "sampler", "steps", "eta", "seed", "batch_size", "class_label", "guidance"]
 
 
 def test_generate(client):
@@ -116,7 +118,7 @@ def test_bad_inputs_get_a_message_and_the_server_keeps_serving(client, change, m
 
 def test_eight_concurrent_requests_equal_a_solo_run(client):
     solo = read_png(generate(client, sampler="ddpm", steps=8, seed=42, batch_size=3)[0])
-    jobs = [client.submit("pytorch", "ddpm", 8, 0.0, 42, 3, api_name="/generate") for _ in range(8)]
+    jobs = [client.submit("pytorch", "ddpm", 8, 0.0, 42, 3, "any", 1.0, api_name="/generate") for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda job: job.result(timeout=300), jobs))
     for grid, _, _ in results:
@@ -124,35 +126,35 @@ def test_eight_concurrent_requests_equal_a_solo_run(client):
 
 
 def test_hub_push_and_pull(client, running_app, tmp_path_factory, tmp_path, hub_server, monkeypatch):
+    from gradio_client import Client
     from gradio_client.exceptions import AppError
-    service, _ = running_app
+    service, url = running_app
     monkeypatch.setenv("HF_ENDPOINT", hub_server.endpoint)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    original = service.checkpoint().folder
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)   # the Space's secret: neither pulls nor pushes
     with pytest.raises(AppError, match="repo id 'no good' is malformed"):
-        client.predict("no good", "", api_name="/pull")
+        client.predict("no good", "", "", api_name="/pull")
     wrong = "hf_wrong_" + "y" * 20
     with pytest.raises(AppError, match="refused the access token") as caught:
         client.predict("tester/app", wrong, False, "", api_name="/push")
     assert wrong not in str(caught.value)
+    with pytest.raises(AppError, match="pushing needs your own Hugging Face token"):
+        client.predict("tester/app", "", False, "", api_name="/push")
 
     status = client.predict("tester/app", hub_server.token, False, "from the app", api_name="/push")
     assert status.startswith(f"Pushed to {hub_server.endpoint}/tester/app") and hub_server.token not in status
     # A checkpoint without model.onnx: after pulling it, ONNX Runtime says why it cannot run.
+    from webapp import DiffusionService
     plain = tmp_path / "plain"
     shutil.copytree(tiny_checkpoint(tmp_path_factory, onnx=False), plain)
-    monkeypatch.setenv("HF_TOKEN", hub_server.token)   # the Space's secret, with an empty field
-    try:
-        service.use_checkpoint(plain)
-        client.predict("tester/plain", "", True, "", api_name="/push")
-        message, model_info, *_ = client.predict("tester/plain", "main", api_name="/pull")
-        assert message.startswith("Pulled tester/plain (revision main)")
-        assert "tester/plain@main" in model_info and "No model.onnx" in model_info
-        with pytest.raises(AppError, match="ONNX Runtime cannot run here: .*no model.onnx"):
-            generate(client, backend="onnxruntime")
-        assert "on PyTorch" in generate(client)[2]
-    finally:
-        service.use_checkpoint(original)
+    DiffusionService(plain).push("tester/plain", hub_server.token, False, "")
+    visitor = Client(url, verbose=False)               # a second visitor, with a session of its own
+    message, model_info, *_ = visitor.predict("tester/plain", "main", "", api_name="/pull")
+    assert message.startswith("Pulled tester/plain@main")
+    assert "tester/plain@main" in model_info and "No model.onnx" in model_info
+    with pytest.raises(AppError, match="ONNX Runtime cannot run here: .*no model.onnx"):
+        generate(visitor, backend="onnxruntime")
+    assert "on PyTorch" in generate(visitor)[2]
+    assert "on ONNX Runtime" in generate(client, backend="onnxruntime")[2]   # the first kept its model
 
 
 def test_page_without_a_model_says_how_to_get_one(tmp_path):
@@ -162,7 +164,8 @@ def test_page_without_a_model_says_how_to_get_one(tmp_path):
     demo = app.build_demo(DiffusionService(tmp_path / "models" / "default"))
     shown = [block.value for block in demo.blocks.values() if getattr(block, "elem_id", None) == "model-info"]
     assert shown and shown[0].startswith("**No model loaded.**")
-    assert "python -m backends.pytorch.train" in shown[0] and "Hub tab" in shown[0]
+    from test_app_service import shown as rendered
+    assert "python -m backends.pytorch.train" in rendered(shown[0]) and "Hub tab" in shown[0]
 
 
 def test_help_names_every_setting(capsys):

@@ -70,12 +70,15 @@ def pick(page, dropdown: str, option: str) -> None:
 def test_pick_backend_and_sampler_then_generate(app_url, page, tmp_path):
     hosts = set()
     page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
-    page.goto(app_url, wait_until="networkidle")
-    assert "Model:" in page.locator("#model-info").inner_text()
+    # not "networkidle": a page with per-visitor state keeps a heartbeat connection open
+    page.goto(app_url, wait_until="load")
+    page.locator("#model-info").get_by_text("Model:").wait_for(timeout=60_000)
 
     eta = page.get_by_label("eta (DDIM only)", exact=False).first
-    assert eta.is_visible()                       # DDIM is the default sampler
+    assert not eta.is_visible()                   # the default sampler has no eta
     pick(page, "Backend", "PyTorch")
+    pick(page, "Sampler", "DDIM (Song et al. 2021)")
+    eta.wait_for(state="visible", timeout=10_000)
     pick(page, "Sampler", "Euler (Karras et al. 2022)")
     eta.wait_for(state="hidden", timeout=10_000)  # Euler has no eta: the slider hides
 
@@ -84,7 +87,7 @@ def test_pick_backend_and_sampler_then_generate(app_url, page, tmp_path):
     image.wait_for(state="visible", timeout=120_000)
     assert image.get_attribute("src")
     page.locator("#generate-summary").get_by_text("with Euler").wait_for(timeout=30_000)
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => [...document.querySelectorAll('#output-grid img')].every(i => i.complete)")
     shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "app.png"
     shot.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)

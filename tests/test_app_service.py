@@ -14,12 +14,18 @@ import pytest
 
 pytest.importorskip("torch", reason="the app's tests build their tiny model with PyTorch")
 
-import webapp.service as service_module  # noqa: E402
+import webapp.models as models_module  # noqa: E402
 from diffusion_core import SAMPLERS  # noqa: E402
-from webapp import DiffusionService, ServiceError  # noqa: E402
+from webapp import DiffusionService, ServerSettings, ServiceError  # noqa: E402
 from webapp.images import display_grid, frame_steps, pixel_difference  # noqa: E402
 
 T = 100          # training timesteps of the tiny model
+
+
+def shown(markdown: str) -> str:
+    """What a Markdown page shows of text escaped by webapp.text.plain (backslash escapes dropped)."""
+    import re
+    return re.sub(r"\\(.)", r"\1", markdown)
 _BUILT: dict[str, Path] = {}  # one build per test session, whichever module asks first
 
 
@@ -107,7 +113,8 @@ def test_ui_numbers_arrive_as_floats(service):
     ({"steps": 2.5}, "steps must be a whole number"),
     ({"batch_size": 0}, "batch size must be between 1 and 8"),
     ({"batch_size": 9}, "this server's limit"),
-    ({"seed": -1}, "seed must be 0 or more"),
+    ({"seed": -1}, "seed must be from 0 to 2"),
+    ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
     ({"seed": "7"}, "seed must be a whole number"),
     ({"sampler": "plms"}, "unknown sampler 'plms'; choose one of ddpm, ddim"),
     ({"backend": "jax"}, "unknown backend 'jax'; choose one of pytorch"),
@@ -122,7 +129,7 @@ def test_bad_inputs_say_what_to_do(service, change, message):
 def test_missing_model_is_a_message_not_a_crash(tmp_path):
     service = DiffusionService(tmp_path / "nowhere")
     assert service.model_summary().startswith("**No model loaded.**")
-    assert "python -m backends.pytorch.train" in service.model_summary()
+    assert "python -m backends.pytorch.train" in shown(service.model_summary())
     assert {s.name for s in service.backend_statuses()} >= {"pytorch", "onnxruntime", "mindspore"}
     with pytest.raises(ServiceError, match="no model to sample from.*pull one from the Hub"):
         service.generate("pytorch", "ddim", 5, 0.0, 0, 1)
@@ -147,12 +154,12 @@ def test_unavailable_backend_gives_its_reason(service):
 
 def test_models_load_once_and_are_shared(tmp_path_factory, monkeypatch):
     loads = []
-    real = service_module.load_model
+    real = models_module.load_model
 
     def counting(name, checkpoint):
         loads.append(name)
         return real(name, checkpoint)
-    monkeypatch.setattr(service_module, "load_model", counting)
+    monkeypatch.setattr(models_module, "load_model", counting)
     service = DiffusionService(tiny_checkpoint(tmp_path_factory, onnx=False))
     threads = [threading.Thread(target=service.generate, args=("pytorch", "ddim", 2, 0.0, i, 1))
                for i in range(4)]
@@ -183,7 +190,7 @@ def test_torch_threads_are_set_deliberately(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setenv("DIFFUSION_TORCH_THREADS", "1")
     try:
-        assert DiffusionService(tmp_path).torch_threads == 1 and torch.get_num_threads() == 1
+        assert DiffusionService(tmp_path).settings.torch_threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
@@ -246,15 +253,20 @@ def test_push_then_pull_switches_the_model(tmp_path_factory, tmp_path, hub_serve
     service = DiffusionService(source, hub_cache_dir=tmp_path / "cache")
     url = service.push("tester/tiny", hub_server.token, False, "first upload")
     assert url.startswith(hub_server.endpoint) and hub_server.token not in url
-    # The token typed in the page is optional: the Space's HF_TOKEN secret is used instead.
+    # The Space's HF_TOKEN secret pushes only where the operator allows it.
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
-    assert service.push("tester/tiny", "", True, "").startswith(hub_server.endpoint)
+    with pytest.raises(ServiceError, match="pushing needs your own Hugging Face token"):
+        service.push("tester/tiny", "", True, "")
+    allowed = DiffusionService(source, settings=ServerSettings(allow_secret_push=True),
+                               hub_cache_dir=tmp_path / "cache")
+    assert allowed.push("tester/tiny", "", True, "").startswith(hub_server.endpoint)
 
     fresh = DiffusionService(tmp_path / "nowhere", hub_cache_dir=tmp_path / "cache")
-    message = fresh.pull(" tester/tiny ", "")
-    assert message.startswith("Pulled tester/tiny (revision main)")
-    assert "`tester/tiny@main`" in fresh.model_summary()
-    np.testing.assert_array_equal(fresh.generate("pytorch", "ddim", 3, 0.0, 2, 2).images,
+    session, message = fresh.pull(" tester/tiny ", "")
+    assert message.startswith("Pulled tester/tiny@main")
+    assert "`tester/tiny@main" in fresh.model_summary(session)
+    assert fresh.model_summary().startswith("**No model loaded.**")  # other sessions keep theirs
+    np.testing.assert_array_equal(fresh.generate("pytorch", "ddim", 3, 0.0, 2, 2, session=session).images,
                                   service.generate("pytorch", "ddim", 3, 0.0, 2, 2).images)
 
 

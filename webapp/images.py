@@ -5,6 +5,7 @@ Everything here is NumPy in, NumPy out, so the service and its tests need no Gra
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,8 +80,16 @@ class X0Recorder:
     progress: Callable[[int, int], None] | None = None    # (steps done, total)
     record: bool = True
     frames: list[tuple[int, int, float, np.ndarray]] = field(default_factory=list)  # index, total, t, x0
+    started: float = field(default_factory=time.perf_counter)   # made just before sampling starts
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """From this recorder's creation to the last step reported (the sampling time)."""
+        return max(0.0, self.finished - self.started)
 
     def __call__(self, info) -> None:
+        self.finished = time.perf_counter()
         if self.record and info.index in frame_steps(info.total):
             self.frames.append((info.index, info.total, info.t, self.to_numpy(info.x0)))
         if self.progress is not None:

@@ -1,62 +1,44 @@
-"""What the app does, as a plain object: generate, compare backends, pull and push through the Hub.
+"""What the app does, as a plain object: generate, image-to-image, compare backends, pull, push.
 
-`DiffusionService` knows nothing about Gradio. Each public method takes exactly the values the
-page's inputs hold (plus an optional progress callback) and returns plain results, so it is
-tested without a browser, and app.py only lays out the page and wires events to these methods.
+`DiffusionService` knows nothing about Gradio. Each public method takes the values the page's
+inputs hold (plus the visitor's `session`, a progress callback and a cancel token) and returns
+plain results, so it is tested without a browser, and app.py only lays out the page and wires
+events to these methods.
 
-Concurrency: one service serves every visitor. Loaded models are cached per (checkpoint folder,
-backend), loaded lazily, once, and shared: the core's samplers keep no state between calls, so
-one model serves concurrent requests, and a request's seed alone decides its images.
+Every visitor is a stranger: a session (models.py) is the visitor's own model, a pull changes only
+it, the server's token never pulls and pushes only when the operator allows it, and every request
+is checked against the server's limits (settings.py) before a model runs, then stopped at its next
+step if it is cancelled, abandoned or runs past the time limit.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from backends import BackendStatus, BackendUnavailable, LoadedModel, list_backends, load_model
+from backends import BackendStatus
 from diffusion_core import SAMPLERS
-from diffusion_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from diffusion_core.cancel import Cancelled, CancelToken
+from diffusion_core.checkpoint import Checkpoint, CheckpointError
 from diffusion_core.hub import DEFAULT_COMMIT_MESSAGE, HubError
 
 from .images import X0Recorder, display_grid, pixel_difference
+from .models import ModelStore, Session
+from .pulls import HubPulls
+from .requests import ANY_CLASS, Request, check_request, class_choices, model_image, model_mask
 from .results import BackendRun, CompareResult, GenerateResult
+from .settings import ServerSettings, ServiceError, default_model_dir
+from .text import code, mask_token, plain
 
-MODEL_DIR_ENV = "DIFFUSION_MODEL_DIR"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
-MAX_BATCH_ENV = "DIFFUSION_MAX_BATCH"
-# Measured on one busy CPU core, the default 28x28 UnetConfig evaluates 16 images in ~0.5 s and
-# 64 in ~2.6 s: 64 images at 25 steps already take a minute, and hold every other visitor's turn.
-DEFAULT_MAX_BATCH = 64
-TORCH_THREADS_ENV = "DIFFUSION_TORCH_THREADS"
-# One intra-op thread per request. These models are small (28x28), so a second thread mostly
-# waits on the first; measured on a 2-core machine with the other core busy, 2 threads made
-# PyTorch sampling ~10x slower than 1. Concurrent requests (the queue) use the other cores.
-DEFAULT_TORCH_THREADS = 1
 TRAIN_HINT = ("train one with `python -m backends.pytorch.train --data fashion-mnist --steps 20000 "
-              "--out runs/fashion` and copy runs/fashion/model to models/default (or set "
-              f"{MODEL_DIR_ENV}=runs/fashion/model), or pull one from the Hub in the Hub tab")
+              "--out runs/fashion` and serve runs/fashion/model (--model-dir or DIFFUSION_MODEL_DIR), "
+              "or pull one from the Hub in the Hub tab")
 
 Progress = Callable[[float, str], None]   # (fraction done, what is happening)
-
-
-class ServiceError(ValueError):
-    """A request that cannot be served; the message says what was wrong and what to do."""
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ServiceError(f"environment variable {name}={value!r} is not a whole number") from None
 
 
 def shown_path(folder: Path) -> str:
@@ -67,97 +49,73 @@ def shown_path(folder: Path) -> str:
         return str(folder)
 
 
-def whole_number(value, name: str) -> int:
-    """A UI number (Gradio sends floats like 20.0) as an int; fractions and text are errors."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not float(value).is_integer():
-        raise ServiceError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
-
-
 class DiffusionService:
-    """The current checkpoint, the models loaded from it, and the four things a visitor can do."""
+    """The server's default model, its loaded models and Hub pulls, and what a visitor can do."""
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, *, max_batch: Optional[int] = None,
-                 torch_threads: Optional[int] = None, hub_cache_dir: str | os.PathLike | None = None,
-                 endpoint: Optional[str] = None):
-        """model_dir: a checkpoint folder (default $DIFFUSION_MODEL_DIR, else models/default); it may
-        be missing, and the page then says how to get one. hub_cache_dir / endpoint: for pull and
-        push (default: huggingface_hub's cache, and HF_ENDPOINT read at each call)."""
-        self.max_batch = max_batch or env_int(MAX_BATCH_ENV, DEFAULT_MAX_BATCH)
-        self.torch_threads = torch_threads or env_int(TORCH_THREADS_ENV, DEFAULT_TORCH_THREADS)
-        self.hub_cache_dir = hub_cache_dir
+    def __init__(self, model_dir: str | os.PathLike | None = None, *, settings: Optional[ServerSettings] = None,
+                 max_batch: Optional[int] = None, torch_threads: Optional[int] = None,
+                 hub_cache_dir: str | os.PathLike | None = None, endpoint: Optional[str] = None):
+        """model_dir: the checkpoint every new session starts with (default $DIFFUSION_MODEL_DIR,
+        else models/default); it may be missing, and the page then says how to get one."""
+        self.settings = settings or ServerSettings.from_env(max_batch=max_batch, torch_threads=torch_threads)
         self.endpoint = endpoint
-        self._folder = Path(model_dir or os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR).expanduser()
-        self._source = shown_path(self._folder)   # what the page calls the model: a path or a repo
-        self._lock = threading.Lock()             # guards everything below
-        self._checkpoint: Optional[Checkpoint] = None
-        self._statuses: dict[str, list[BackendStatus]] = {}
-        self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._load_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._set_torch_threads()
-
-    def _set_torch_threads(self) -> None:
-        # A process-wide setting, made once here rather than left to torch's default of every core.
+        folder = Path(model_dir).expanduser() if model_dir else (default_model_dir() or DEFAULT_MODEL_DIR)
+        self.default_session = Session(folder, shown_path(folder))
+        self.store = ModelStore(self.settings)
+        self.pulls = HubPulls(self.settings, Path(hub_cache_dir) if hub_cache_dir else None, endpoint)
         if importlib.util.find_spec("torch") is not None:
+            # A process-wide setting, made once here rather than left to torch's default of every core.
             import torch
-            torch.set_num_threads(self.torch_threads)
+            torch.set_num_threads(self.settings.torch_threads)
 
-    # --- the current checkpoint ---------------------------------------------------------------
-    def checkpoint(self) -> Checkpoint:
-        """The checkpoint requests use now; ServiceError saying how to get one if there is none."""
-        with self._lock:
-            if self._checkpoint is None:   # retried each time: the folder may appear later
-                try:
-                    self._checkpoint = load_checkpoint(self._folder)
-                except CheckpointError as error:
-                    raise ServiceError(f"no model to sample from: {error}. To get one, {TRAIN_HINT}") from None
-            return self._checkpoint
+    @property
+    def max_batch(self) -> int:
+        return self.settings.max_batch
 
-    def use_checkpoint(self, folder: str | os.PathLike, source: Optional[str] = None) -> Checkpoint:
-        """Switch every later request to the checkpoint in folder (validated first)."""
+    # --- the session's checkpoint ------------------------------------------------------------
+    def session(self, session: Optional[Session] = None) -> Session:
+        return session or self.default_session
+
+    def checkpoint(self, session: Optional[Session] = None) -> Checkpoint:
+        """The checkpoint this session uses; ServiceError saying how to get one if there is none."""
+        session = self.session(session)
         try:
-            checkpoint = load_checkpoint(folder)
-        except CheckpointError as error:
-            raise ServiceError(str(error)) from None
-        with self._lock:
-            self._folder, self._checkpoint = checkpoint.folder, checkpoint
-            self._source = source or shown_path(checkpoint.folder)
-            # Requests already running keep their own reference to the old models.
-            self._models = {key: m for key, m in self._models.items() if key[0] == str(checkpoint.folder)}
-        return checkpoint
-
-    def model_summary(self) -> str:
-        """Markdown for the top of the page: which model is loaded, or how to get one."""
-        try:
-            checkpoint = self.checkpoint()
+            return self.store.checkpoint(session.folder)
         except ServiceError as error:
-            return f"**No model loaded.** {error}"
+            if session is self.default_session:
+                raise ServiceError(f"no model to sample from: {error}. To get one, {TRAIN_HINT}") from None
+            raise
+
+    def model_summary(self, session: Optional[Session] = None) -> str:
+        """Markdown for the top of the page; everything read from the checkpoint is escaped."""
+        session = self.session(session)
+        try:
+            checkpoint = self.checkpoint(session)
+        except ServiceError as error:
+            return f"**No model loaded.** {plain(error, 600)}"
         config = checkpoint.config
         (channels, height, width), diffusion = config.sample_shape, config.diffusion
         dataset = config.notes.get("dataset")
-        return (f"**Model:** `{self._source}`: {config.architecture.name}, {height}x{width}, {channels} "
-                f"channel{'s' if channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
-                f"({diffusion.schedule} schedule, predicts {diffusion.prediction_type})"
-                + (f", trained on {dataset}" if dataset else "")
+        classes = len(class_choices(checkpoint)) - 1
+        return (f"**Model:** {code(session.source)}: {plain(config.architecture.title)}, {height}x{width}, "
+                f"{channels} channel{'s' if channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
+                f"({plain(diffusion.schedule)} schedule, predicts {plain(diffusion.prediction_type)})"
+                + (f", {classes} classes" if classes else "")
+                + (f", trained on {plain(dataset, 80)}" if dataset else "")
                 + ("" if checkpoint.onnx_path else ". No model.onnx, so ONNX Runtime cannot run it"))
 
-    def backend_statuses(self, checkpoint: Optional[Checkpoint] = None) -> list[BackendStatus]:
-        """Every backend with whether it can run checkpoint (default: the current one) here, and
-        if not, why."""
-        if checkpoint is None:
-            try:
-                checkpoint = self.checkpoint()
-            except ServiceError:
-                pass
-        key = str(checkpoint.folder) if checkpoint else ""
-        with self._lock:
-            cached = self._statuses.get(key)
-        if cached is None:  # looked up outside the lock: it imports frameworks the first time
-            cached = list_backends(checkpoint)
-            with self._lock:
-                self._statuses[key] = cached
-        return cached
+    def backend_statuses(self, session: Optional[Session] = None) -> list[BackendStatus]:
+        try:
+            checkpoint = self.checkpoint(session)
+        except ServiceError:
+            checkpoint = None
+        return self.store.statuses(checkpoint)
+
+    def class_choices(self, session: Optional[Session] = None) -> list[tuple[str, str]]:
+        try:
+            return class_choices(self.checkpoint(session))
+        except ServiceError:
+            return class_choices(None)
 
     @staticmethod
     def sampler_choices() -> list[tuple[str, str]]:
@@ -168,82 +126,78 @@ class DiffusionService:
     def sampler_uses_eta(sampler: str) -> bool:
         return sampler in SAMPLERS and "eta" in SAMPLERS[sampler].options
 
-    # --- models ------------------------------------------------------------------------------
-    def _model(self, backend: str, checkpoint: Checkpoint) -> tuple[LoadedModel, float]:
-        """The loaded model for (checkpoint, backend) and the seconds spent loading it now."""
-        statuses = {s.name: s for s in self.backend_statuses(checkpoint)}
-        if backend not in statuses:
-            raise ServiceError(f"unknown backend {backend!r}; choose one of {', '.join(statuses)}")
-        if not statuses[backend].available:
-            raise ServiceError(f"{statuses[backend].title} cannot run here: {statuses[backend].reason}")
-        key = (str(checkpoint.folder), backend)
-        with self._lock:
-            load_lock = self._load_locks.setdefault(key, threading.Lock())
-        with load_lock:  # one load per key, while other keys load or sample in parallel
-            with self._lock:
-                model = self._models.get(key)
-            if model is not None:
-                return model, 0.0
-            start = time.perf_counter()
-            try:
-                model = load_model(backend, checkpoint)
-            except BackendUnavailable as error:
-                raise ServiceError(f"{statuses[backend].title} cannot run here: {error}") from None
-            with self._lock:
-                if str(self._folder) == key[0]:  # not cached if the model was switched meanwhile
-                    self._models[key] = model
-            return model, time.perf_counter() - start
+    def _request(self, checkpoint: Checkpoint, sampler, steps, seed, batch_size, class_label,
+                 guidance_scale) -> Request:
+        return check_request(checkpoint, self.settings, self.store.max_batch(checkpoint), sampler, steps,
+                             seed, batch_size, class_label, guidance_scale)
 
-    def _check_request(self, checkpoint: Checkpoint, sampler: str, steps, seed, batch_size
-                       ) -> tuple[int, int, int]:
-        if sampler not in SAMPLERS:
-            raise ServiceError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        steps, seed, batch_size = (whole_number(steps, "steps"), whole_number(seed, "seed"),
-                                   whole_number(batch_size, "batch size"))
-        if seed < 0:
-            raise ServiceError(f"seed must be 0 or more, got {seed}")
-        if not 1 <= batch_size <= self.max_batch:
-            raise ServiceError(f"batch size must be between 1 and {self.max_batch} (this server's limit, "
-                               f"set by {MAX_BATCH_ENV}), got {batch_size}; ask for fewer images")
-        total = checkpoint.config.diffusion.num_train_timesteps
-        if not 1 <= steps <= total:  # the core's own words, before any model is loaded
-            raise ServiceError(f"steps must be an integer between 1 and the number of training "
-                               f"timesteps T = {total}, got {steps}")
-        return steps, seed, batch_size
+    def _token(self, cancel: Optional[CancelToken]) -> CancelToken:
+        return cancel or CancelToken(self.settings.time_limit_s)
 
     # --- what a visitor can do ---------------------------------------------------------------
-    def generate(self, backend: str, sampler: str, steps, eta, seed, batch_size,
-                 progress: Optional[Progress] = None) -> GenerateResult:
+    def generate(self, backend: str, sampler: str, steps, eta, seed, batch_size, class_label=ANY_CLASS,
+                 guidance_scale=1.0, *, session: Optional[Session] = None, progress: Optional[Progress] = None,
+                 cancel: Optional[CancelToken] = None) -> GenerateResult:
         """Sample batch_size images; eta is read only by samplers that have it (DDIM)."""
-        checkpoint = self.checkpoint()  # once: a pull during this request does not change it
-        steps, seed, batch_size = self._check_request(checkpoint, sampler, steps, seed, batch_size)
+        checkpoint = self.checkpoint(session)  # once: a pull during this request does not change it
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
         options = {"eta": float(eta)} if self.sampler_uses_eta(sampler) and eta is not None else {}
-        model, _ = self._model(backend, checkpoint)
+        return self._run(backend, checkpoint, request, options, progress, cancel, what="")
+
+    def image_to_image(self, backend: str, sampler: str, steps, seed, image, strength, mask=None,
+                       class_label=ANY_CLASS, guidance_scale=1.0, batch_size=4, *,
+                       session: Optional[Session] = None, progress: Optional[Progress] = None,
+                       cancel: Optional[CancelToken] = None) -> GenerateResult:
+        """SDEdit from `image` at `strength`; with a drawn `mask`, inpaint what is drawn."""
+        checkpoint = self.checkpoint(session)
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
+        from .requests import number
+        strength = number(strength, "strength", 0.01, 1.0)
+        init, drawn = model_image(image, checkpoint), model_mask(mask, checkpoint)
+        options: dict[str, Any] = {"init_image": init, "strength": strength}
+        what = f", strength {strength:g}"
+        if drawn is not None:
+            options["mask"] = drawn
+            what += f", inpainting {int(drawn.sum())} of {drawn.size} pixels"
+        return self._run(backend, checkpoint, request, options, progress, cancel, what=what)
+
+    def _run(self, backend, checkpoint, request: Request, options, progress, cancel, what: str) -> GenerateResult:
+        token = self._token(cancel)
+        token.check()  # cancelled while it waited in the queue
+        model, _ = self.store.model(backend, checkpoint)
         recorder = X0Recorder(model.ops.to_numpy, progress=_step_progress(progress, "sampling"))
-        start = time.perf_counter()
-        images = model.sample(batch_size=batch_size, sampler=sampler, steps=steps, seed=seed,
-                              callback=recorder, **options)
-        seconds = time.perf_counter() - start
-        title = next(s.title for s in self.backend_statuses(checkpoint) if s.name == backend)
-        summary = (f"{batch_size} image{'s' if batch_size > 1 else ''} with {SAMPLERS[sampler].title}, "
-                   f"{steps} steps, seed {seed}" + (f", eta {options['eta']:g}" if options else "")
-                   + f", on {title} ({model.device}): {seconds:.2f} s, "
-                   f"{1000 * seconds / steps:.1f} ms per step, {batch_size / seconds:.1f} images/s")
+        try:
+            images = model.sample(batch_size=request.batch_size, sampler=request.sampler, steps=request.steps,
+                                  seed=request.seed, callback=recorder, cancel=token,
+                                  **request.sample_kwargs(), **options)
+        except Cancelled as error:
+            raise ServiceError(str(error)) from None
+        except ValueError as error:  # the core's own checks (strength too small for the steps, ...)
+            raise ServiceError(str(error)) from None
+        seconds = recorder.seconds
+        eta = f", eta {options['eta']:g}" if "eta" in options else ""
+        summary = (f"{request.batch_size} image{'s' if request.batch_size > 1 else ''} with "
+                   f"{SAMPLERS[request.sampler].title}, {request.steps} steps, seed {request.seed}{eta}"
+                   f"{request.describe(checkpoint)}{what}, on {self.store.title(backend, checkpoint)} "
+                   f"({model.device}): {seconds:.2f} s, {1000 * seconds / request.steps:.1f} ms per step, "
+                   f"{request.batch_size / max(seconds, 1e-9):.1f} images/s")
         return GenerateResult(grid=display_grid(images), frames=recorder.captioned_frames(),
                               images=images, seconds=seconds, summary=summary)
 
     def compare(self, backends: Sequence[str], sampler: str, steps, seed, batch_size, reference: str,
-                progress: Optional[Progress] = None) -> CompareResult:
+                class_label=ANY_CLASS, guidance_scale=1.0, *, session: Optional[Session] = None,
+                progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> CompareResult:
         """The same request (same seed) on several backends, one after another, timed, and each
         compared pixel by pixel with the reference backend (which is run too if not picked)."""
-        checkpoint = self.checkpoint()  # once: a pull during this request does not change it
-        steps, seed, batch_size = self._check_request(checkpoint, sampler, steps, seed, batch_size)
+        checkpoint = self.checkpoint(session)
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
         if not reference:
             raise ServiceError("pick a reference backend to measure the differences from")
         names = list(dict.fromkeys([reference, *(backends or [])]))  # reference first, no repeats
         if len(names) < 2:
             raise ServiceError("pick at least one backend besides the reference to compare with it")
-        statuses = {s.name: s for s in self.backend_statuses(checkpoint)}
+        statuses = {s.name: s for s in self.store.statuses(checkpoint)}
+        token = self._token(cancel)
         runs: list[BackendRun] = []
         reference_images: Optional[np.ndarray] = None
         for position, name in enumerate(names):
@@ -252,53 +206,58 @@ class DiffusionService:
                 if name == reference:
                     why = status.reason if status else f"unknown backend {name!r}"
                     raise ServiceError(f"the reference backend cannot run here: {why}; pick another")
-                runs.append(BackendRun(name, status.title if status else name,
+                runs.append(BackendRun(name, status.title if status else plain(name, 40),
                                        reason=status.reason if status else "unknown backend"))
                 continue
             step_progress = _step_progress(progress, status.title, position, len(names))
             if step_progress:
-                step_progress(0, steps)
-            model, load_seconds = self._model(name, checkpoint)
+                step_progress(0, request.steps)
+            model, load_seconds = self.store.model(name, checkpoint)
             recorder = X0Recorder(model.ops.to_numpy, progress=step_progress, record=False)
-            start = time.perf_counter()
-            images = model.sample(batch_size=batch_size, sampler=sampler, steps=steps, seed=seed,
-                                  callback=recorder)
-            seconds = time.perf_counter() - start
+            try:
+                images = model.sample(batch_size=request.batch_size, sampler=request.sampler,
+                                      steps=request.steps, seed=request.seed, callback=recorder,
+                                      cancel=token, **request.sample_kwargs())
+            except Cancelled as error:
+                raise ServiceError(str(error)) from None
             if reference_images is None:
                 reference_images = images
             difference = pixel_difference(images, reference_images)
             runs.append(BackendRun(name, status.title, images=images, grid=display_grid(images),
-                                   load_seconds=load_seconds, seconds=seconds,
+                                   load_seconds=load_seconds, seconds=recorder.seconds,
                                    max_abs_diff=difference.max_abs, max_diff_levels=difference.max_levels))
-        return CompareResult(runs=runs, reference=reference, steps=steps, batch_size=batch_size)
+        return CompareResult(runs=runs, reference=reference, steps=request.steps, batch_size=request.batch_size)
 
-    def pull(self, repo_id: str, revision: str) -> str:
-        """Download a checkpoint from the Hub (or find it in the cache) and switch to it now."""
-        from diffusion_core import hub
-        repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or None
+    def pull(self, repo_id: str, revision: str, token: str = "", *,
+             session: Optional[Session] = None) -> tuple[Session, str]:
+        """Download a checkpoint (the visitor's token only) and make it this session's model."""
+        folder, source = self.pulls.pull(repo_id, revision, token)
         try:
-            folder = hub.pull(repo_id, revision=revision, cache_dir=self.hub_cache_dir, endpoint=self.endpoint)
-        except (HubError, CheckpointError) as error:
-            raise ServiceError(str(error)) from None
-        self.use_checkpoint(folder, source=f"{repo_id}@{revision or 'main'}")
-        return f"Pulled {repo_id} (revision {revision or 'main'}); every request now uses it."
+            self.store.checkpoint(folder)  # validated, and within this server's memory budget
+        except ServiceError as error:
+            raise ServiceError(f"{plain(repo_id, 100)}: {error}") from None
+        return Session(folder, source), f"Pulled {plain(source, 120)}; your requests now use it."
 
-    def push(self, repo_id: str, token: str, private: bool, message: str) -> str:
-        """Upload the current checkpoint to repo_id and return the commit URL.
+    def push(self, repo_id: str, token: str, private: bool, message: str, *,
+             session: Optional[Session] = None) -> str:
+        """Upload this session's checkpoint to repo_id and return the commit URL.
 
-        token: typed in the page, else the HF_TOKEN secret. It is never logged, returned or put
-        in a message: hub.py scrubs it from its errors, and so does this method.
+        token: typed in the page; the server's HF_TOKEN only where the operator allows it
+        (DIFFUSION_ALLOW_SECRET_PUSH). It is never logged, returned or put in a message.
         """
         from diffusion_core import hub
-        token = (token or "").strip() or os.environ.get("HF_TOKEN") or None
-        folder = self.checkpoint().folder
+        typed = (token or "").strip()
+        token = typed or (os.environ.get("HF_TOKEN") if self.settings.allow_secret_push else None)
+        if not token:
+            raise ServiceError("pushing needs your own Hugging Face token with write access: paste it "
+                               "in the token field (this server does not push with its own)")
+        folder = self.checkpoint(session).folder
         try:
             return hub.push(folder, (repo_id or "").strip(), token=token, private=bool(private),
-                            commit_message=(message or "").strip() or DEFAULT_COMMIT_MESSAGE,
+                            commit_message=(message or "").strip()[:200] or DEFAULT_COMMIT_MESSAGE,
                             endpoint=self.endpoint)
         except (HubError, CheckpointError) as error:
-            text = str(error)
-            raise ServiceError(text.replace(token, "***") if token else text) from None
+            raise ServiceError(mask_token(str(error), token)) from None
 
 
 def _step_progress(progress: Optional[Progress], what: str, position: int = 0,

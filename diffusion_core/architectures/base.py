@@ -7,7 +7,7 @@ declared model inputs, FLOPs per forward, and which backends implement it, named
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ..parsing import as_json, parse_dataclass
 from .inputs import ModelInput
@@ -46,6 +46,11 @@ class Architecture:
     def forward_flops(self, cfg, batch: int) -> int:
         """FLOPs (2 per multiply-add) of one forward pass on `batch` images."""
         raise NotImplementedError
+
+    def activation_bytes(self, cfg, batch: int) -> Optional[int]:
+        """An estimate of the peak float32 activation memory of one forward on `batch` images
+        (what a server checks against its memory budget before running a model); None: unknown."""
+        return None
 
     def card_rows(self, cfg) -> list[tuple[str, str]]:
         """(setting, value) rows that describe the network in a model card."""

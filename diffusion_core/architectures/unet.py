@@ -269,6 +269,18 @@ class UnetArchitecture(Architecture):
     def forward_flops(self, cfg: UnetConfig, batch: int) -> int:
         return forward_flops(cfg, batch)
 
+    def activation_bytes(self, cfg: UnetConfig, batch: int) -> int:
+        """Skips held for the up path, plus the largest temporary: ~4 tensors of a block, or a
+        full attention's score and softmax matrices (heads x n^2 twice, n = pixels). Within a
+        small factor of what PyTorch allocates; its purpose is to refuse configs that cannot fit."""
+        sizes = [cfg.image_size // 2 ** i for i in range(len(cfg.dim_mults))]
+        skips = cfg.dim * cfg.image_size ** 2 + sum(2 * w * s * s for w, s in zip(cfg.level_widths, sizes))
+        temp = 4 * max(w * s * s for w, s in zip((cfg.dim,) + cfg.level_widths, [cfg.image_size] + sizes))
+        for i, s in enumerate(sizes):
+            if cfg.full_attn[i] or i == len(sizes) - 1:  # the middle attention is always full
+                temp = max(temp, 2 * cfg.attn_heads * (s * s) ** 2)
+        return 4 * batch * (skips + temp)
+
     def card_rows(self, cfg: UnetConfig) -> list[tuple[str, str]]:
         return [("Architecture", f"`{self.name}`: {self.title}"),
                 ("Unet", f"dim {cfg.dim}, dim_mults {list(cfg.dim_mults)}, attention per level: "

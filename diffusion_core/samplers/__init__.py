@@ -69,7 +69,8 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
            guidance_rescale: float = 0.0, guidance_interval: Optional[Sequence[float]] = None,
            init_image: Optional[np.ndarray] = None, strength: float = 1.0,
            mask: Optional[np.ndarray] = None, options: Optional[SamplerOptions] = None,
-           callback: Optional[Callback] = None, **option_overrides: Any) -> np.ndarray:
+           callback: Optional[Callback] = None, cancel: Optional[Any] = None,
+           **option_overrides: Any) -> np.ndarray:
     """Draw images with a trained model; returns a float32 NumPy array shaped like x_T (~[-1, 1]).
 
     model:   `model(x, t, **inputs) -> raw output` on the backend `ops` belongs to; t is a Python
@@ -86,6 +87,7 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
              (diffusion_core/conditioning.py says what each means and accepts).
     options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
     callback: called with a `StepInfo` after every step (progress bars, x0 previews).
+    cancel:  a diffusion_core.cancel.CancelToken checked after every step (raises Cancelled).
     """
     spec = get_sampler(sampler)
     opts = make_options(sampler, options, **option_overrides)
@@ -117,7 +119,7 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
                              x0_processing=X0Processing(opts.clip_x0, opts.threshold_ratio,
                                                         opts.threshold_max))
     ctx = SamplerContext(denoise=denoise, schedule=schedule, timesteps=timesteps,
-                         noise=NoiseSource(step_rng, ops), options=opts, callback=callback)
+                         noise=NoiseSource(step_rng, ops), options=opts, callback=callback, cancel=cancel)
     x_start = conditioning.noised_start(cond, schedule, float(timesteps[0]), np.asarray(x_T, np.float32))
     return ops.to_numpy(spec.fn(ctx, ops.asarray(x_start)))
 

@@ -95,8 +95,12 @@ class SamplerContext:
     noise: NoiseSource
     options: SamplerOptions
     callback: Optional[Callback] = None
+    cancel: Optional[Any] = None                 # a diffusion_core.cancel.CancelToken
 
     def report(self, index: int, t: float, x: Tensor, x0: Tensor) -> None:
+        """Called by every sampler after each step: the progress callback, then the cancel check."""
+        if self.cancel is not None:
+            self.cancel.check()
         if self.callback is not None:
             self.callback(StepInfo(index=index, total=len(self.timesteps), t=float(t), x=x, x0=x0))
 
