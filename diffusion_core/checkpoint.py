@@ -73,16 +73,39 @@ def _check_replaceable(target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"{target} is a file, not a folder; choose a folder path for the checkpoint")
     if target.is_dir():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in CHECKPOINT_FILES)
+        foreign = sorted(p.name for p in target.iterdir()
+                         if p.name not in CHECKPOINT_FILES and not _interrupted_write(p.name))
         if foreign:
             raise CheckpointError(
                 f"{target} already holds files that are not part of a checkpoint ({_names(foreign)}); "
                 "a checkpoint replaces its folder as a whole, so choose a new or checkpoint-only folder")
 
 
+def _interrupted_write(name: str) -> bool:
+    """A temporary file of files.write_atomically for a checkpoint file (e.g. a model.onnx export
+    that was killed): ours, half-written, and replaced with the folder."""
+    return any(name.startswith(f".{known}.incoming-") for known in CHECKPOINT_FILES)
+
+
+def remove_leftovers(target: Path) -> None:
+    """What an interrupted save of target left beside it: staging folders (never complete, or
+    complete but not swapped in), and, when target itself exists, previous checkpoints a kill
+    between the two renames kept. One writer per checkpoint folder is assumed (the trainer's
+    rank 0, the Hub copy), so anything found here belongs to a process that died."""
+    if not target.parent.is_dir():
+        return
+    for leftover in target.parent.glob(f".{target.name}.incoming-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if target.is_dir():
+        for leftover in target.parent.glob(f".{target.name}.previous-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def staging_folder(target: Path) -> Path:
-    """A new hidden sibling of target: same file system, so renaming it into place is atomic."""
+    """A new hidden sibling of target: same file system, so renaming it into place is atomic.
+    An earlier interrupted save's leftovers are removed first, so they never block this one."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     staging = target.parent / f".{target.name}.incoming-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     return staging
@@ -109,6 +132,7 @@ def swap_into_place(staging: Path, target: Path) -> None:
     fsync_folder(target.parent)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+    remove_leftovers(target)  # a previous checkpoint an earlier kill left while target was missing
 
 
 def _png_bytes(image: Any) -> bytes:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, remove_leftovers
 from ..data import DataError, Dataset, load_dataset
 from ..parsing import ConfigError
 from . import state as run_state
@@ -62,6 +62,8 @@ def run(framework: TrainerFramework, argv: Optional[Sequence[str]] = None) -> in
             # the training state: rebuild it from the state, which is complete.
             loop.sample_grid()
             loop.export()
+        if loop.is_main:
+            remove_leftovers(out / MODEL_FOLDER)  # of a kill after the export was already in place
         if loop.is_main:
             print(f"the model is in {out / MODEL_FOLDER} (step {loop.step}); sample it with the "
                   f"backends.load_model API or serve it: python app.py --model-dir "
