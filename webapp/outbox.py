@@ -21,28 +21,36 @@ import numpy as np
 from diffusion_core.data import save_png
 
 KEEP_SECONDS = 600   # Gradio copies a returned file at once; ours are kept a while for safety
+KEEP_FILES = 512     # and never more than this many, however busy the server is
 
 
 class PngOutbox:
     """A private folder of uniquely named PNGs; files older than keep_seconds are removed."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, keep_seconds: float = KEEP_SECONDS):
+    def __init__(self, folder: str | os.PathLike | None = None, keep_seconds: float = KEEP_SECONDS,
+                 keep_files: int = KEEP_FILES):
         # Under the system temp folder by default: Gradio serves returned files from there.
         self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="diffusion-toolkit-"))
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.keep_seconds = keep_seconds
+        self.keep_seconds, self.keep_files = keep_seconds, keep_files
 
     def save(self, image: np.ndarray) -> str:
         """(H, W) or (H, W, C) uint8 -> the path of a new PNG holding it."""
+        path = str(save_png(self.folder / f"{uuid.uuid4().hex}.png", image))   # written atomically
         self.prune()
-        return str(save_png(self.folder / f"{uuid.uuid4().hex}.png", image))   # written atomically
+        return path
 
     def prune(self) -> None:
-        """Remove files older than keep_seconds; another request's newer files stay."""
+        """Remove files older than keep_seconds, and the oldest beyond keep_files; a file Gradio
+        has not copied yet is seconds old, so it is never among them."""
         cutoff = time.time() - self.keep_seconds
+        entries = []
         for entry in self.folder.glob("*.png"):
             try:
-                if entry.stat().st_mtime < cutoff:
-                    entry.unlink()
+                entries.append((entry.stat().st_mtime, entry))
             except FileNotFoundError:   # a concurrent prune got there first
                 pass
+        entries.sort(reverse=True)
+        for position, (mtime, entry) in enumerate(entries):
+            if mtime < cutoff or position >= self.keep_files:
+                entry.unlink(missing_ok=True)
