@@ -95,53 +95,80 @@ class Backend:
 
 
 @dataclass(frozen=True)
-class _Builtin:
-    target: str                 # "module:attribute", imported only when the backend is used
+class BackendSpec:
+    """What the registry knows of a backend before importing it: enough to say whether it can run
+    a checkpoint here, so that listing backends imports no framework (a page's first load)."""
+
+    name: str
     title: str
-    requires: tuple[str, ...]   # checked before importing, so a missing framework is a reason
+    target: str                      # "module:attribute" of the Backend class, imported on use
+    requires: tuple[str, ...] = ()   # importable module names, looked for without importing
+    framework: Optional[str] = None  # its key in an architecture's networks (None: any, via a graph)
+    needs_onnx: bool = False         # runs a checkpoint's model.onnx
+
+    def load(self) -> "Backend":
+        module_name, attr = self.target.split(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise BackendUnavailable(f"the {self.title} backend cannot be loaded here ({e}); "
+                                     f"reinstall with `pip install -r requirements.txt`") from None
+        return factory()
+
+    def reason(self, checkpoint=None) -> Optional[str]:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return (f"{self.title} needs {', '.join(missing)}, which is not installed here; install "
+                    f"it with `pip install -r requirements.txt`")
+        if checkpoint is not None and self.framework is not None:
+            arch = checkpoint.config.architecture
+            if self.framework not in arch.networks:
+                return _not_implemented(arch, self.framework)
+        if checkpoint is not None and self.needs_onnx and getattr(checkpoint, "onnx_path", None) is None:
+            return (f"this checkpoint has no model.onnx; export it with "
+                    f"`python -m backends.onnx.export {checkpoint.folder}`")
+        return None
 
 
-BUILTIN_BACKENDS: dict[str, _Builtin] = {
-    "pytorch": _Builtin("backends.pytorch.backend:PyTorchBackend", "PyTorch", ("torch",)),
-    "mindspore": _Builtin("backends.mindspore.backend:MindSporeBackend", "MindSpore", ("mindspore",)),
-    "onnxruntime": _Builtin("backends.onnx.backend:OnnxRuntimeBackend", "ONNX Runtime",
-                            ("onnxruntime",)),
-}
+def _registry() -> dict[str, Any]:
+    """name -> BackendSpec (built-ins, and plugins that declare one) or a plugin's entry point.
 
-
-def _entry_point_backends() -> dict[str, Any]:
-    found = {}
+    Every backend, the built-in ones included, is declared in the entry-point group (this
+    distribution's pyproject.toml); a source checkout that was never installed has no entry
+    points, so the built-ins are added from backends/builtin.py there."""
+    from .builtin import BUILTIN
+    found: dict[str, Any] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep
-    return found
+        if ep.value.startswith("backends.builtin:"):
+            found[ep.name] = BUILTIN[ep.name]
+        else:
+            found.setdefault(ep.name, ep)
+    for name, spec in BUILTIN.items():
+        found.setdefault(name, spec)
+    order = list(BUILTIN) + sorted(n for n in found if n not in BUILTIN)
+    return {name: found[name] for name in order}
 
 
 def backend_names() -> list[str]:
     """Built-in backends first, then those added by other packages."""
-    names = list(BUILTIN_BACKENDS)
-    names += [n for n in _entry_point_backends() if n not in BUILTIN_BACKENDS]
-    return names
+    return list(_registry())
 
 
 def get_backend(name: str) -> Backend:
     """The backend called `name` (importing its module now); ValueError lists the valid names."""
-    if name in BUILTIN_BACKENDS:
-        builtin = BUILTIN_BACKENDS[name]
-        missing = [m for m in builtin.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            raise BackendUnavailable(f"{builtin.title} needs {', '.join(missing)}, which is not "
-                                     f"installed here; install it with `pip install -r requirements.txt`")
-        module_name, attr = builtin.target.split(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise BackendUnavailable(f"the {builtin.title} backend cannot be loaded here ({e}); "
-                                     f"reinstall with `pip install -r requirements.txt`") from None
-        return factory()
-    plugins = _entry_point_backends()
-    if name in plugins:
-        return plugins[name].load()()
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(registry)}")
+    entry = registry[name]
+    if isinstance(entry, BackendSpec):
+        reason = entry.reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        return entry.load()
+    loaded = entry.load()
+    if isinstance(loaded, BackendSpec):
+        return loaded.load()
+    return loaded() if isinstance(loaded, type) else loaded
 
 
 @dataclass(frozen=True)
@@ -153,13 +180,17 @@ class BackendStatus:
 
 
 def backend_status(name: str, checkpoint=None) -> BackendStatus:
-    """Whether `name` can run here, without raising: for dropdowns and `--help` texts."""
+    """Whether `name` can run here, without raising: for dropdowns and `--help` texts. A built-in
+    (or any BackendSpec) answers without importing its framework."""
     checkpoint = _as_checkpoint(checkpoint)
+    entry = _registry().get(name)
+    if isinstance(entry, BackendSpec):
+        reason = entry.reason(checkpoint)
+        return BackendStatus(name, entry.title, reason is None, reason or "")
     try:
         backend = get_backend(name)
     except (BackendUnavailable, ValueError) as e:
-        title = BUILTIN_BACKENDS[name].title if name in BUILTIN_BACKENDS else name
-        return BackendStatus(name, title, False, str(e))
+        return BackendStatus(name, name, False, str(e))
     reason = backend.unavailable_reason(checkpoint)
     return BackendStatus(name, backend.title or name, reason is None, reason or "")
 
@@ -186,3 +217,11 @@ def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedMod
     if reason:
         raise BackendUnavailable(reason)
     return backend.load(checkpoint, device=device)
+
+
+def __getattr__(name: str):
+    # The pipeline API, imported on first use like the backends themselves.
+    if name == "DiffusionPipeline":
+        from .pipeline import DiffusionPipeline
+        return DiffusionPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

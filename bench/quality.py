@@ -28,24 +28,8 @@ from backends import load_model  # noqa: E402
 from diffusion_core import SAMPLERS  # noqa: E402
 from diffusion_core.data import load_fashion_mnist  # noqa: E402
 from diffusion_core.files import write_atomically  # noqa: E402
-from diffusion_core.quality import frechet_distance, kernel_distance, load_classifier  # noqa: E402
-
-
-def generate(loaded, sampler: str, steps: int, n: int, batch: int, seed: int, **options) -> np.ndarray:
-    """n images in batches; batch b uses seed + b, so any batch size gives the same images."""
-    out = []
-    for b, start in enumerate(range(0, n, batch)):
-        out.append(loaded.sample(batch_size=min(batch, n - start), sampler=sampler, steps=steps,
-                                 seed=seed + b, **options))
-    return np.clip(np.concatenate(out), -1.0, 1.0)
-
-
-def measure(classifier, images, reference_features) -> dict:
-    feats = classifier.features(images)
-    kid, kid_std = kernel_distance(feats, reference_features, subsets=20, subset_size=min(500, len(feats)))
-    confidence = float(np.median(classifier.probabilities(images).max(1)))
-    return {"fd": frechet_distance(feats, reference_features), "kid": kid, "kid_std": kid_std,
-            "median_confidence": confidence}
+from diffusion_core.quality import load_classifier  # noqa: E402
+from diffusion_core.quality.evaluate import generate, measure  # noqa: E402
 
 
 def plot(results: list[dict], floor: float, path: Path, title: str) -> None:

@@ -245,6 +245,20 @@ def make_grid(images: np.ndarray, columns: Optional[int] = None, padding: int = 
     return grid
 
 
+# A 28x28 image shown 1:1 is a smudge; nearest upscaling keeps every pixel square and invents no
+# detail. Cells are scaled to about this many screen pixels, unless the grid would exceed the cap.
+TARGET_CELL_PIXELS = 128
+MAX_GRID_PIXELS = 2048
+
+
+def viewable_grid(images: np.ndarray, columns: Optional[int] = None) -> np.ndarray:
+    """make_grid, upscaled by a whole factor (nearest) so each cell is ~TARGET_CELL_PIXELS wide."""
+    grid = make_grid(images, columns)
+    factor = max(1, -(-TARGET_CELL_PIXELS // int(np.shape(images)[-1])))
+    factor = max(1, min(factor, MAX_GRID_PIXELS // max(grid.shape[:2])))
+    return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1) if factor > 1 else grid
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 (H, W[, C]) array as PNG atomically: temp file, fsync, os.replace."""
     from PIL import Image

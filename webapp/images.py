@@ -4,40 +4,22 @@ Everything here is NumPy in, NumPy out, so the service and its tests need no Gra
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from diffusion_core.data import make_grid
+from diffusion_core.data import viewable_grid
 
-# A 28x28 Fashion-MNIST image shown 1:1 is a smudge; nearest upscaling keeps every pixel square
-# and invents no detail. Cells are scaled to about this many screen pixels...
-TARGET_CELL_PIXELS = 128
-# ...unless the whole grid would then exceed this (64 images of 28x28 are already 242 px wide).
-MAX_GRID_PIXELS = 2048
 FRAMES_SHOWN = 8  # x0 estimates kept per request: enough to watch the image form, cheap to send
 
 
-def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
-    """Repeat each pixel factor x factor times; (H, W, C) -> (H*factor, W*factor, C)."""
-    if factor <= 1:
-        return image
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-
-
 def display_grid(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) floats in [-1, 1] -> one uint8 (H', W', C) grid, upscaled for the screen.
-
-    Grayscale comes back as (H', W') so that every image library treats it as grayscale.
-    """
-    grid = make_grid(images)
-    size = int(images.shape[-1])
-    factor = max(1, math.ceil(TARGET_CELL_PIXELS / size))
-    factor = max(1, min(factor, MAX_GRID_PIXELS // max(grid.shape[:2])))
-    grid = upscale_nearest(grid, factor)
+    """(N, C, H, W) floats in [-1, 1] -> one uint8 (H', W'[, C]) grid, upscaled for the screen
+    (diffusion_core.data.viewable_grid); grayscale comes back as (H', W') so that every image
+    library treats it as grayscale."""
+    grid = viewable_grid(images)
     return grid[..., 0] if grid.shape[-1] == 1 else grid
 
 

@@ -24,16 +24,17 @@ from diffusion_core import SAMPLERS
 from diffusion_core.cancel import Cancelled, CancelToken
 from diffusion_core.checkpoint import Checkpoint, CheckpointError
 from diffusion_core.hub import DEFAULT_COMMIT_MESSAGE, HubError
+from diffusion_core.paths import default_model_dir
 
 from .images import X0Recorder, display_grid, pixel_difference
 from .models import ModelStore, Session
 from .pulls import HubPulls
 from .requests import ANY_CLASS, Request, check_request, class_choices, model_image, model_mask
 from .results import BackendRun, CompareResult, GenerateResult
-from .settings import ServerSettings, ServiceError, default_model_dir
+from .settings import ServerSettings, ServiceError, model_dir_from_env
 from .text import code, mask_token, plain
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT_MODEL_DIR = default_model_dir()
 TRAIN_HINT = ("train one with `python -m backends.pytorch.train --data fashion-mnist --steps 20000 "
               "--out runs/fashion` and serve runs/fashion/model (--model-dir or DIFFUSION_MODEL_DIR), "
               "or pull one from the Hub in the Hub tab")
@@ -59,7 +60,7 @@ class DiffusionService:
         else models/default); it may be missing, and the page then says how to get one."""
         self.settings = settings or ServerSettings.from_env(max_batch=max_batch, torch_threads=torch_threads)
         self.endpoint = endpoint
-        folder = Path(model_dir).expanduser() if model_dir else (default_model_dir() or DEFAULT_MODEL_DIR)
+        folder = Path(model_dir).expanduser() if model_dir else (model_dir_from_env() or DEFAULT_MODEL_DIR)
         self.default_session = Session(folder, shown_path(folder))
         self.store = ModelStore(self.settings)
         self.pulls = HubPulls(self.settings, Path(hub_cache_dir) if hub_cache_dir else None, endpoint)

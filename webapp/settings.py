@@ -117,6 +117,6 @@ class ServerSettings:
         return any(item == repo_id or item == f"{owner}/*" for item in allowed)
 
 
-def default_model_dir() -> Optional[Path]:
+def model_dir_from_env() -> Optional[Path]:
     folder = os.environ.get("DIFFUSION_MODEL_DIR")
     return Path(folder).expanduser() if folder else None

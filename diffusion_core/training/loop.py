@@ -24,17 +24,19 @@ import numpy as np
 from ..architectures.inputs import CLASS_LABEL, SELF_CONDITION, find_role
 from ..checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 from ..config import ModelConfig
-from ..data import Dataset, EpochSampler, make_grid, save_png
+from ..data import Dataset, EpochSampler, save_png, viewable_grid
 from ..parsing import ConfigError
 from ..samplers import sample
 from . import state as run_state
 from .config import TrainConfig
 from .engine import MicroBatch, StepEngine
 from .objective import draw
+from .plot import plot_losses
 from .rules import learning_rate_at
 
 GRID_SEED = 1234          # the same starting noise for every grid, so grids compare across steps
 LOG_FILE = "train_log.jsonl"
+LOSS_PLOT = "loss.png"
 MODEL_FOLDER = "model"
 
 
@@ -150,7 +152,8 @@ class TrainingLoop:
                         shape=(count, *cfg.model.sample_shape), seed=GRID_SEED, ops=model.ops,
                         prediction_type=self.prediction_type, model_inputs=cfg.model.inputs,
                         inputs=inputs)
-        self.last_grid = make_grid(images)
+        self.last_grid = viewable_grid(images)
+        plot_losses(self.out / LOG_FILE, self.out / LOSS_PLOT)
         save_png(self.out / "samples" / f"step_{self.step:07d}.png", self.last_grid)
         return self.last_grid
 
@@ -169,6 +172,7 @@ class TrainingLoop:
                 "train_config": json.loads(self.config.to_json()), "data_sampler": self.sampler.state(),
                 "draws_rng": [rank["draws_rng"] for rank in ranks], "engine": self.engine.state_meta()}
         run_state.save_state(self.out, arrays, meta, self.engine.state_format)
+        plot_losses(self.out / LOG_FILE, self.out / LOSS_PLOT)
         self.export()
 
     def export(self) -> Path:
