@@ -204,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         # Split before unquoting: a revision may arrive as refs%2Fpr%2F1, one segment.
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         try:
+            if self.command in ("GET", "HEAD") and len(parts) >= 6 and parts[0] == "spaces" \
+                    and parts[3] == "resolve":
+                return self._resolve(f"spaces/{parts[1]}/{parts[2]}", parts[4], "/".join(parts[5:]))
             if self.command in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
             if parts[:1] == ["api"]:
@@ -234,13 +237,17 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorized():
                 raise ErrorResponse(401, "You must be authenticated to create a repo")
             repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+            if payload.get("type") == "space":  # Spaces live beside models, under their own prefix
+                repo_id = f"spaces/{repo_id}"
             private = payload.get("visibility") == "private" or bool(payload.get("private"))
             created = hub.create_repo(repo_id, private=private)
             return self._send(200 if created else 409, {"url": f"{hub.endpoint}/{repo_id}"}
                               | ({} if created else {"error": "You already created this model repo"}))
-        if len(parts) < 3 or parts[0] != "models":
+        if len(parts) < 3 or parts[0] not in ("models", "spaces"):
             raise ErrorResponse(404, f"no route for /api/{'/'.join(parts)}")
         repo_id, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+        if parts[0] == "spaces":
+            repo_id = f"spaces/{repo_id}"
         if method == "POST" and rest[:1] in (["preupload"], ["commit"]) and len(rest) == 2:
             body = self._body()
             repo = self._repo(repo_id, write=True)
