@@ -114,7 +114,8 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['scale']:g} | {r['accuracy']:.1%} | {r['fd_per_class']:.2f} | {r['fd_all']:.2f} | "
                      + " | ".join(f"{a:.0%}" for a in r["per_class_accuracy"]) + " |")
-    lines += ["", f"Image-to-image from {len(inputs)} test images:", "", "| strength | FD | mean abs distance to input |",
+    lines += ["", f"Image-to-image from {len(inputs)} test images:", "",
+              "| strength | FD | mean abs distance to input |",
               "|---|---|---|"] + [f"| {r['strength']:g} | {r['fd']:.2f} | {r['distance']:.3f} |" for r in i2i]
     write_atomically(folder / "conditional.md", ("\n".join(lines) + "\n").encode())
     plot(rows, folder / "conditional.png")

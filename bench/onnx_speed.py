@@ -18,7 +18,8 @@ Timings interleave the variants round by round and report medians, so a load spi
 machine hits every variant alike; the load average is printed. On a shared machine PyTorch's
 OpenMP threads busy-wait by default and lose 3x or more to the other processes; ORT does not spin
 (RuntimeOptions.allow_spinning=False). For PyTorch without spinning run with
-OMP_WAIT_POLICY=PASSIVE (read when torch is imported; the first line says which was used). Without --checkpoint the weights
+OMP_WAIT_POLICY=PASSIVE (read when torch is imported; the first line says which was used).
+Without --checkpoint the weights
 are PyTorch's initialisation (seed 0): speed does not depend on them, and accuracy costs are shown
 against outputs of ~0.2 standard deviation.
 """
@@ -43,7 +44,7 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from backends.onnx.export import add_metadata, export_pytorch_network, serialize_checked  # noqa: E402
-from backends.onnx.runtime import RuntimeOptions, load_onnx_model, make_session  # noqa: E402
+from backends.onnx.runtime import RuntimeOptions, load_onnx_model  # noqa: E402
 from backends import build_network  # noqa: E402
 from backends.pytorch import TorchDenoiserModel, load_state_from_numpy, state_to_numpy  # noqa: E402
 from diffusion_core import sample  # noqa: E402

@@ -18,6 +18,7 @@ from .samplers import SAMPLERS, SamplerOptions, StepInfo, get_sampler, list_samp
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 from .timesteps import SPACINGS, spaced_timesteps
 
-__all__ = ["ARCHITECTURES", "ModelInput", "get_architecture", "ConfigError", "DiffusionConfig", "ModelConfig", "NUMPY", "NoiseSchedule", "NumpyOps", "Ops",
+__all__ = ["ARCHITECTURES", "ModelInput", "get_architecture", "ConfigError", "DiffusionConfig", "ModelConfig",
+           "NUMPY", "NoiseSchedule", "NumpyOps", "Ops",
            "PREDICTION_TYPES", "SAMPLERS", "SCHEDULES", "SPACINGS", "SamplerOptions", "StepInfo",
            "UnetConfig", "get_sampler", "list_samplers", "make_schedule", "sample", "spaced_timesteps"]

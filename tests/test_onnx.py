@@ -5,7 +5,6 @@ config is exported once per module and every test reuses the checkpoint folder.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap

@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 
 from diffusion_core.architectures import BATCH
 from diffusion_core.config import ModelConfig

@@ -8,7 +8,8 @@ over the old one), after onnx.checker has passed and ONNX Runtime has reproduced
 The graph's interface is the contract of runtime.py: the inputs the architecture declares (names,
 dtypes, shapes; `x` and `t` first), output `out`, the "batch" axis dynamic. metadata_props record
 the checkpoint format, the architecture and its network config, and a sha256 of the weights, so the
-loader refuses a graph that no longer matches model.safetensors. `add_metadata` and `write_model_onnx` need no torch: another exporter (the
+loader refuses a graph that no longer matches model.safetensors. `add_metadata` and
+`write_model_onnx` need no torch: another exporter (the
 MindSpore one) can stamp and store its graph the same way.
 
 torch is imported inside the functions that need it, so importing this module stays light.

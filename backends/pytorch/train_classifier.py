@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     a, b = f_train[pick.choice(10000, 500, replace=False)], f_test[pick.choice(10000, 500, replace=False)]
     info = {
         "test_accuracy": round(acc, 4),
-        "numpy_forward_test_accuracy": round(float((clf.probabilities(test.images).argmax(1) == test.labels).mean()), 4),
+        "numpy_forward_test_accuracy": round(
+            float((clf.probabilities(test.images).argmax(1) == test.labels).mean()), 4),
         "train_command": "python -m backends.pytorch.train_classifier " + " ".join(argv or sys.argv[1:]),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "floor_fd_500_train_vs_500_test": round(frechet_distance(a, b), 3),
