@@ -17,7 +17,7 @@ _prepared_device: list[str] = []  # the device MindSpore was prepared on, once p
 
 def prepare(device: str | None = None, num_threads: int = 0) -> str:
     """Pick MindSpore's device (cpu | gpu | ascend; None: MindSpore's default) and CPU threads
-    (0: MindSpore's default), and run its first operation with the oneDNN ISA pinned; returns the
+    (0: every usable core but one, backends/threads.py), and run its first operation with the oneDNN ISA pinned; returns the
     device. Later calls only check the device: MindSpore fixes device and threads at its first
     operation, so changing them needs a new process."""
     import mindspore as ms
@@ -30,6 +30,9 @@ def prepare(device: str | None = None, num_threads: int = 0) -> str:
         return _prepared_device[0]
     if device is not None:
         ms.set_device(DEVICES[device.lower()])
+    if not num_threads and not os.environ.get("OMP_NUM_THREADS"):
+        from ..threads import default_threads
+        num_threads = default_threads()  # every usable core but one (backends/threads.py)
     if num_threads > 0:  # threads inside each CPU kernel (runtime_num_threads is the actors')
         ms.device_context.cpu.op_tuning.threads_num(num_threads)
     target = str(ms.get_context("device_target")).lower()

@@ -19,20 +19,21 @@ generators, which makes --resume exact. This module sets MindSpore up and suppli
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional
 
 from diffusion_core.training import cli
 from diffusion_core.training.config import TrainConfig, build_parser
 
+from ..threads import default_threads
 from . import distributed
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
     return build_parser("python -m backends.mindspore.train", __doc__, help_overrides={
         "--device": "auto (MindSpore's default device), cpu, gpu or ascend",
-        "--num-threads": "CPU threads for MindSpore's kernels (0: its default)",
+        "--num-threads": "CPU threads for MindSpore's kernels (0: every usable core but one, shared "
+                         "by msrun's workers; backends/threads.py)",
         "--bf16": "bfloat16 mixed precision (GPU/Ascend; MindSpore has no bfloat16 CPU kernels)"})
 
 
@@ -49,11 +50,8 @@ class MindSporeTrainer:
 
     def setup(self, args: argparse.Namespace) -> None:
         from . import prepare
-        threads = args.num_threads
-        workers = distributed.launched_world_size()
-        if workers > 1 and not threads:  # processes must not oversubscribe the cores
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            threads = max(1, cores // workers)
+        # every usable core but one, shared by msrun's workers (backends/threads.py)
+        threads = args.num_threads or default_threads(distributed.launched_world_size())
         prepare(None if args.device == "auto" else args.device, threads)
         self.info = distributed.setup()
 

@@ -7,7 +7,18 @@ import torch
 
 from backends import Backend, LoadedModel, build_network
 
+from ..threads import default_threads, user_chose_threads
 from .model import TorchDenoiserModel, load_state_from_numpy
+
+
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # what torch picked at import (every core)
+
+
+def use_default_threads() -> None:
+    """backends/threads.py's rule, unless someone chose a thread count (OMP_NUM_THREADS, or
+    torch.set_num_threads since torch was imported)."""
+    if not user_chose_threads() and torch.get_num_threads() == _TORCH_DEFAULT_THREADS:
+        torch.set_num_threads(default_threads())
 
 
 def default_device() -> str:
@@ -28,6 +39,7 @@ class PyTorchBackend(Backend):
         return super().unavailable_reason(checkpoint)
 
     def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
+        use_default_threads()
         config = checkpoint.config
         network = build_network(self.framework, config.network)
         load_state_from_numpy(network, checkpoint.weights)

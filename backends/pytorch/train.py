@@ -36,6 +36,7 @@ import torch
 from diffusion_core.training import cli
 from diffusion_core.training.config import TrainConfig, build_parser
 
+from ..threads import default_threads
 from . import distributed
 from .engine import TorchEngine
 
@@ -43,8 +44,9 @@ from .engine import TorchEngine
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = build_parser("python -m backends.pytorch.train", __doc__, help_overrides={
         "--device": "auto (cuda if PyTorch sees a GPU, else cpu), cpu, cuda or cuda:N",
-        "--num-threads": "CPU threads for PyTorch; 0: the cores this process may use, divided "
-                         "among the processes of a torchrun"})
+        "--num-threads": "CPU threads for PyTorch; 0: every usable core but one, divided among the "
+                         "processes of a torchrun (2 threads were 30x slower than 1 on a 2-core "
+                         "machine whose other core was busy; backends/threads.py)"})
     group = parser.add_argument_group("PyTorch only (do not change what is trained)")
     group.add_argument("--compile", action="store_true", help="torch.compile the network (GPU): about "
                        "a minute of compiling for 10-20%% fewer milliseconds per step on an H200")
@@ -60,8 +62,8 @@ def configure_torch(device: torch.device, num_threads: int, local_world_size: in
     for dtype in (np.float16, np.float32, np.float64):
         np.finfo(dtype).smallest_subnormal
     torch.set_flush_denormal(True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = num_threads or max(1, cores // local_world_size)  # processes must not oversubscribe
+    # every usable core but one, shared by the processes of a torchrun (backends/threads.py)
+    threads = num_threads or default_threads(local_world_size)
     torch.set_num_threads(threads)
     return threads
 
