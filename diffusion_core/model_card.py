@@ -19,6 +19,9 @@ TAGS = ("diffusion", "unconditional-image-generation", "ddpm")
 
 # Notes keys that become Hub metadata rather than a line of the training notes.
 _METADATA_NOTES = ("dataset", "datasets", "license", "title")
+DEFAULT_LICENSE = "mit"   # the toolkit's own licence, for weights it trained when notes name none
+# The training sets the trainer reads, by their Hugging Face Hub dataset ids (the Hub links them).
+HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "scikit-learn digits": "scikit-learn/digits"}
 
 
 def _quoted(value: Any) -> str:
@@ -31,7 +34,8 @@ def _datasets(notes: dict) -> list[str]:
     for key in ("datasets", "dataset"):
         value = notes.get(key)
         items = value if isinstance(value, (list, tuple)) else [value]
-        names += [str(v) for v in items if v not in (None, "") and str(v) not in names]
+        names += [HUB_DATASETS.get(str(v), str(v)) for v in items
+                  if v not in (None, "") and HUB_DATASETS.get(str(v), str(v)) not in names]
     return names
 
 
@@ -46,8 +50,7 @@ def front_matter(config: ModelConfig) -> str:
     datasets = _datasets(notes)
     if datasets:
         lines += ["datasets:"] + [f"- {_quoted(name)}" for name in datasets]
-    if notes.get("license"):
-        lines.append(f"license: {_quoted(notes['license'])}")
+    lines.append(f"license: {_quoted(notes.get('license') or DEFAULT_LICENSE)}")
     lines.append("---")
     return "\n".join(lines) + "\n"
 
@@ -60,7 +63,10 @@ def _note_value(value: Any) -> str:
 def render_card(config: ModelConfig, *, has_samples: bool = False, extra: str = "") -> str:
     """The whole README.md: front matter, a summary table, training notes, samples, usage."""
     diffusion, (channels, height, width) = config.diffusion, config.sample_shape
-    title = config.notes.get("title") or f"Unconditional diffusion model ({height}x{width})"
+    conditional = "class_names" in config.notes or any(r[0] == "Class-conditional" and r[1] != "no"
+                                                          for r in config.architecture.card_rows(config.network))
+    kind = "Class-conditional" if conditional else "Unconditional"
+    title = config.notes.get("title") or f"{kind} diffusion model ({height}x{width})"
     if diffusion.schedule in ("linear", "scaled_linear"):
         schedule = f"{diffusion.schedule} (beta {diffusion.beta_start:g} to {diffusion.beta_end:g})"
     else:
@@ -93,10 +99,13 @@ def render_card(config: ModelConfig, *, has_samples: bool = False, extra: str = 
         body += [f"- **{key}**: {_note_value(value)}" for key, value in notes.items()]
     if has_samples:
         body += ["", "## Samples", "", "![Samples drawn from this model](samples.png)"]
-    body += ["", "## Usage", "", "```bash", "python -m diffusion_core.hub pull <repo-id>", "```", "",
-             "```python", "from backends import load_model", "from diffusion_core.hub import pull", "",
-             'model = load_model("pytorch", pull("<repo-id>"))   # or "onnxruntime", "mindspore"',
-             'images = model.sample(batch_size=16, sampler="dpmpp_2m", steps=20, seed=0)  # [-1, 1]',
+    call = ("pipe(16, class_labels=3, guidance_scale=3.0)   # 16 images of class 3, PIL" if conditional
+            else "pipe(16)   # a list of PIL images")
+    body += ["", "## Usage", "", "```bash", "pip install \"diffusion-toolkit[onnx]\"    # or [torch], [mindspore]",
+             "diffusion-toolkit sample <repo-id> --backend onnxruntime --out garments.png", "```", "",
+             "```python", "from backends import DiffusionPipeline", "",
+             'pipe = DiffusionPipeline.from_pretrained("<repo-id>", backend="onnxruntime")  # or "pytorch", "mindspore"',
+             f"images = {call}",
              "```"]
     if extra.strip():
         body += ["", extra.strip()]
