@@ -60,4 +60,69 @@ def save_imported(out: str | os.PathLike, config: ModelConfig, weights: Mapping[
     return save_checkpoint(out, config, validated(config, weights, Path(str(out))), onnx_bytes=onnx_bytes)
 
 
-__all__ = ["LayoutError", "open_checkpoint", "save_imported", "validated"]
+def read_source(source: str | os.PathLike, *, kind: str = "auto", image_size: Optional[int] = None,
+                weights: str = "ema", prediction_type: Optional[str] = None, schedule: Optional[str] = None,
+                num_train_timesteps: Optional[int] = None, attn_heads: Optional[int] = None,
+                resnet_block_groups: int = 8, revision: Optional[str] = None,
+                endpoint: Optional[str] = None) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """ModelConfig and canonical weights of any supported source. kind: auto | diffusers |
+    lucidrains | mindspore-port; auto goes by what `source` is: a folder (diffusers layout), a
+    .pt/.pth file (lucidrains milestone), a .ckpt file (MindSpore port), else a Hub repo id."""
+    path = Path(source).expanduser()
+    if kind == "auto":
+        if path.is_dir():
+            kind = "diffusers"
+        elif path.suffix in (".pt", ".pth"):
+            kind = "lucidrains"
+        elif path.suffix == ".ckpt":
+            kind = "mindspore-port"
+        elif not path.exists():
+            kind = "diffusers"  # a Hub repo id
+        else:
+            raise ConfigError(f"{source} is neither a folder, a .pt milestone nor a .ckpt file; say which "
+                              "format it is (diffusers, lucidrains, mindspore-port)")
+    if kind in ("lucidrains", "mindspore-port") and not image_size:
+        raise ConfigError(f"a {kind} checkpoint does not record its image size; give the size it was "
+                          "trained at (GaussianDiffusion(image_size=...))")
+    if kind == "lucidrains":
+        from .lucidrains import read_milestone
+        if schedule or num_train_timesteps:
+            raise ConfigError("a lucidrains milestone records its schedule (betas); do not give one")
+        return read_milestone(path, image_size=image_size, weights=weights, prediction_type=prediction_type)
+    if kind == "mindspore-port":
+        from .mindspore_port import read_port_checkpoint
+        return read_port_checkpoint(path, image_size=image_size, schedule=schedule or "cosine",
+                                    num_train_timesteps=num_train_timesteps or 1000,
+                                    prediction_type=prediction_type or "eps", attn_heads=attn_heads,
+                                    resnet_block_groups=resnet_block_groups)
+    if kind != "diffusers":
+        raise ConfigError(f"unknown format {kind!r}; choose auto, diffusers, lucidrains or mindspore-port")
+    name = None
+    if not path.exists():
+        from .. import hub
+        name = f"{source}@{revision or 'main'}"
+        path = hub.pull(str(source), revision=revision, endpoint=endpoint)
+    checkpoint = open_checkpoint(path, source=name)
+    if checkpoint.layout == "toolkit":
+        raise ConfigError(f"{source} is already a toolkit checkpoint; there is nothing to convert")
+    return checkpoint.config, checkpoint.weights
+
+
+def import_checkpoint(source: str | os.PathLike, out: str | os.PathLike, **options) -> Path:
+    """Convert any supported source (read_source's options) into a toolkit checkpoint folder."""
+    config, weights = read_source(source, **options)
+    return save_imported(out, config, weights)
+
+
+def export_checkpoint(folder: str | os.PathLike, out: str | os.PathLike, to: str = "diffusers") -> Path:
+    """Write a checkpoint (any layout open_checkpoint reads) in another library's layout: `to` is
+    "diffusers" (a DDPMPipeline folder)."""
+    from .diffusers import export_pipeline
+    if to != "diffusers":
+        raise ConfigError(f"cannot export to {to!r}; the only target is diffusers")
+    checkpoint = open_checkpoint(folder)
+    return export_pipeline(checkpoint.config, checkpoint.weights, Path(out))
+
+
+__all__ = ["LayoutError", "export_checkpoint", "import_checkpoint", "open_checkpoint", "read_source",
+           "save_imported", "validated"]
