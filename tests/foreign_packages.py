@@ -45,3 +45,33 @@ def save_milestone(diffusion, folder, milestone: int, step: int = 7):
                                     ema=ema, step=step, results_folder=folder)
     Trainer.save(trainer, milestone)
     return folder / f"model-{milestone}.pt"
+
+
+def mindspore_port():
+    """The `ddm` package of denoising-diffusion-mindspore 0.0.1a0, importable on MindSpore 2.10.
+
+    It imports `mindspore.ms_function` and `mindspore.ms_class`, which MindSpore 2.x renamed to
+    jit and jit_class: the old names are added as aliases (additions only; nothing else changes).
+    Its forward also needs `old_tensor_split` around each call.
+    """
+    ms = pytest.importorskip("mindspore", reason="the MindSpore port needs mindspore")
+    for old, new in (("ms_function", "jit"), ("ms_class", "jit_class")):
+        if not hasattr(ms, old):
+            setattr(ms, old, getattr(ms, new))
+    return pytest.importorskip("ddm", reason="the MindSpore-port tests run denoising-diffusion-mindspore "
+                                             "(requirements-foreign.txt, installed with --no-deps)")
+
+
+class old_tensor_split:
+    """Within the block, Tensor.split(axis, output_num) as MindSpore 1.x had it (ddm calls
+    `time_emb.split(axis=1, output_num=2)` and `qkv.split(1, 3)`); restored on exit."""
+
+    def __enter__(self):
+        import mindspore as ms
+        from mindspore import ops
+        self.saved = ms.Tensor.split
+        ms.Tensor.split = lambda t, axis=0, output_num=1: ops.split(t, t.shape[axis] // output_num, axis)
+
+    def __exit__(self, *exc):
+        import mindspore as ms
+        ms.Tensor.split = self.saved

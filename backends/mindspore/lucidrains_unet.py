@@ -2,9 +2,11 @@
 for cell (the map is diffusion_core/architectures/lucidrains_unet.py).
 
 For the v0 layout this is what lvyufeng's denoising-diffusion-mindspore computes, without its
-package: it does not import with MindSpore 2.10 (ms_function is gone) and its forward fails even
-with aliases (it calls Tensor.split with the pre-2.0 signature). Its weight-standardised convs
-arrive here as plain convs, standardised once at conversion (diffusion_core/convert/mindspore_port.py).
+package: it does not import with MindSpore 2.10 (ms_function and ms_class are gone) and, with
+aliases for those, its forward still fails (it calls Tensor.split with the 1.x signature); the
+tests run it with both shimmed (tests/foreign_packages.py) as the reference. Its weight-
+standardised convs arrive here as plain convs, standardised once at conversion
+(diffusion_core/convert/mindspore_port.py).
 """
 from __future__ import annotations
 
