@@ -21,7 +21,8 @@ import numpy as np
 
 from backends import BackendStatus, BackendUnavailable, LoadedModel, list_backends, load_model
 from diffusion_core import SAMPLERS
-from diffusion_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from diffusion_core.checkpoint import Checkpoint, CheckpointError
+from diffusion_core.convert import open_checkpoint  # the toolkit's layout or a diffusers one
 from diffusion_core.hub import DEFAULT_COMMIT_MESSAGE, HubError
 
 from .images import X0Recorder, display_grid, pixel_difference
@@ -109,7 +110,7 @@ class DiffusionService:
         with self._lock:
             if self._checkpoint is None:   # retried each time: the folder may appear later
                 try:
-                    self._checkpoint = load_checkpoint(self._folder)
+                    self._checkpoint = open_checkpoint(self._folder)
                 except CheckpointError as error:
                     raise ServiceError(f"no model to sample from: {error}. To get one, {TRAIN_HINT}") from None
             return self._checkpoint
@@ -117,7 +118,7 @@ class DiffusionService:
     def use_checkpoint(self, folder: str | os.PathLike, source: Optional[str] = None) -> Checkpoint:
         """Switch every later request to the checkpoint in folder (validated first)."""
         try:
-            checkpoint = load_checkpoint(folder)
+            checkpoint = open_checkpoint(folder)
         except CheckpointError as error:
             raise ServiceError(str(error)) from None
         with self._lock:
@@ -136,7 +137,10 @@ class DiffusionService:
         config = checkpoint.config
         (channels, height, width), diffusion = config.sample_shape, config.diffusion
         dataset = config.notes.get("dataset")
-        return (f"**Model:** `{self._source}`: {config.architecture.name}, {height}x{width}, {channels} "
+        origin = config.notes.get("imported_from") or {}
+        imported = f" (imported from {origin['format']}: {origin['source']})" if origin.get("format") else ""
+        return (f"**Model:** `{self._source}`{imported}: {config.architecture.title or config.architecture.name} "
+                f"(`{config.architecture.name}`), {height}x{width}, {channels} "
                 f"channel{'s' if channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
                 f"({diffusion.schedule} schedule, predicts {diffusion.prediction_type})"
                 + (f", trained on {dataset}" if dataset else "")
@@ -276,8 +280,10 @@ class DiffusionService:
         """Download a checkpoint from the Hub (or find it in the cache) and switch to it now."""
         from diffusion_core import hub
         repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or None
+        from .imports import imports_root, servable_folder
         try:
             folder = hub.pull(repo_id, revision=revision, cache_dir=self.hub_cache_dir, endpoint=self.endpoint)
+            folder = servable_folder(folder, repo_id, imports_root(self.hub_cache_dir))  # diffusers repos
         except (HubError, CheckpointError) as error:
             raise ServiceError(str(error)) from None
         self.use_checkpoint(folder, source=f"{repo_id}@{revision or 'main'}")
