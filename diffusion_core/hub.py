@@ -172,7 +172,8 @@ def pull(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathL
     from huggingface_hub import snapshot_download
 
     from .convert import open_checkpoint, save_imported
-    from .convert.diffusers import PICKLED, READ_FILES, find_layout, pickle_only_message
+    from .convert.diffusers import (PICKLED, READ_FILES, WEIGHTS, WEIGHTS_FP16, find_layout,
+                                    pickle_only_message)
 
     _check_repo_id(repo_id)
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
@@ -194,11 +195,14 @@ def pull(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathL
     except ValueError as error:  # a diffusers repo of a kind this toolkit does not read
         raise HubError(_scrub(f"{where}: {error}", token)) from None
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (snapshot / name).is_file()]
-    if foreign is None and missing:
+    no_weights = (missing if foreign is None else
+                  [w for w in (WEIGHTS, WEIGHTS_FP16) if not (foreign.unet / w).is_file()] == [WEIGHTS, WEIGHTS_FP16])
+    if no_weights:   # say so if the weights are there only as pickles, which are never downloaded
         pickled = [name for name in _repo_files(repo_id, revision, token, endpoint)
                    if name.rsplit("/", 1)[-1] in PICKLED or name.endswith((".bin", ".ckpt", ".pt", ".pth"))]
         if pickled:
             raise HubError(_scrub(pickle_only_message(where, pickled), token))
+    if foreign is None and missing:
         raise HubError(f"{where} has no {' or '.join(missing)}, so it is not a diffusion checkpoint nor a "
                        "diffusers UNet2DModel repo; check the repo id, or push a checkpoint folder to it")
     try:

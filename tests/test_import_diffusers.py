@@ -160,3 +160,18 @@ def test_class_labels_are_a_required_declared_input():
     declared = ARCH.inputs(ARCH.parse_config(dict(unet.config)))
     labels = declared[2]
     assert (labels.name, labels.dtype, labels.optional) == ("class_labels", "int64", False)
+
+
+def test_a_hub_repo_with_only_pickled_weights_gets_one_sentence(hub_server, tmp_path):
+    import huggingface_hub
+
+    from diffusion_core.hub import HubError, pull
+    unet, _ = build("class")
+    unet.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    api = huggingface_hub.HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
+    api.create_repo("tester/pickled")
+    api.upload_folder(repo_id="tester/pickled", folder_path=tmp_path / "pickled")
+    with pytest.raises(HubError, match=r"^tester/pickled \(revision 'main'\) holds its weights only as pickle "
+                                       r"files \(diffusion_pytorch_model.bin\)"):
+        pull("tester/pickled", cache_dir=tmp_path / "cache", endpoint=hub_server.endpoint)
+    assert list((tmp_path / "cache").rglob("*.bin")) == []
