@@ -175,3 +175,19 @@ def test_a_hub_repo_with_only_pickled_weights_gets_one_sentence(hub_server, tmp_
                                        r"files \(diffusion_pytorch_model.bin\)"):
         pull("tester/pickled", cache_dir=tmp_path / "cache", endpoint=hub_server.endpoint)
     assert list((tmp_path / "cache").rglob("*.bin")) == []
+
+
+def test_the_cli_imports_a_hub_repo_by_id(hub_server, tmp_path, capsys):
+    import huggingface_hub
+    unet, scheduler = build("class")
+    folder = save(unet, scheduler, tmp_path / "repo", "subfolders")
+    api = huggingface_hub.HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
+    api.create_repo("tester/classes")
+    api.upload_folder(repo_id="tester/classes", folder_path=folder)
+    assert convert_main(["import", "tester/classes", str(tmp_path / "out"), "--endpoint", hub_server.endpoint,
+                         "--cache-dir", str(tmp_path / "cache")]) == 0
+    config = load_checkpoint(tmp_path / "out").config
+    assert config.notes["imported_from"]["source"].startswith("tester/classes@")
+    assert config.network.num_class_embeds == 10 and config.diffusion.num_train_timesteps == 500
+    assert convert_main(["import", str(tmp_path / "out"), str(tmp_path / "again")]) == 2
+    assert "already a toolkit checkpoint" in capsys.readouterr().err

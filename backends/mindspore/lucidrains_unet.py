@@ -184,7 +184,7 @@ class UpsampleNearest(nn.Cell):
 
 
 class LucidrainsUnet(nn.Cell):
-    """construct(x, time, [x_self_cond]) -> (B, C, H, W) for either config class."""
+    """construct(x, time, [previous x0 estimate]) -> (B, C, H, W) for either config class."""
 
     def __init__(self, cfg):
         super().__init__()

@@ -148,7 +148,7 @@ class Residual(nn.Module):
 
 
 class LucidrainsUnet(nn.Module):
-    """forward(x, time, [x_self_cond]) -> (B, C, H, W) for either config class."""
+    """forward(x, time, [previous x0 estimate]) -> (B, C, H, W) for either config class."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -201,7 +201,7 @@ class LucidrainsUnet(nn.Module):
         self.final_conv = nn.Conv2d(init_dim, cfg.channels, 1)
 
     def forward(self, x, time, *inputs):
-        if self.config.self_condition:   # the only optional input: concat([x_self_cond, x])
+        if self.config.self_condition:   # the only optional input: the previous x0 estimate, first
             x = torch.cat((inputs[0], x), dim=1)
         x = self.init_conv(x)
         r = x

@@ -9,7 +9,7 @@ with neither (GroupNorm and a 3x3 init conv, FiLM before the first conv), hence 
 
 Both, L levels, dims = [init_dim, dim * m for m in dim_mults], pairs (d_in, d_out) = dims[i], dims[i+1]:
     time_mlp     sinusoidal(t) [dim wide, f_k = theta^(-k / (half - 1))] -> .1 Linear -> GELU -> .3
-    init_conv    conv7x7 on x (or concat([x_self_cond, x]))
+    init_conv    conv7x7 on x (or concat([previous x0 estimate, x]) with self_condition)
     downs.i      .0, .1 ResnetBlock(d_in -> d_in); .2 attention; .3 downsample to d_out (last: conv3x3)
     mid_block1, mid_attn (full attention), mid_block2 at dims[-1]
     ups.i        (reversed pairs) .0, .1 ResnetBlock(d_out + d_in -> d_out) on concat([h, skip]);

@@ -63,8 +63,8 @@ def save_imported(out: str | os.PathLike, config: ModelConfig, weights: Mapping[
 def read_source(source: str | os.PathLike, *, kind: str = "auto", image_size: Optional[int] = None,
                 weights: str = "ema", prediction_type: Optional[str] = None, schedule: Optional[str] = None,
                 num_train_timesteps: Optional[int] = None, attn_heads: Optional[int] = None,
-                resnet_block_groups: int = 8, revision: Optional[str] = None,
-                endpoint: Optional[str] = None) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+                resnet_block_groups: int = 8, revision: Optional[str] = None, endpoint: Optional[str] = None,
+                cache_dir: Optional[str | os.PathLike] = None) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """ModelConfig and canonical weights of any supported source. kind: auto | diffusers |
     lucidrains | mindspore-port; auto goes by what `source` is: a folder (diffusers layout), a
     .pt/.pth file (lucidrains milestone), a .ckpt file (MindSpore port), else a Hub repo id."""
@@ -101,7 +101,7 @@ def read_source(source: str | os.PathLike, *, kind: str = "auto", image_size: Op
     if not path.exists():
         from .. import hub
         name = f"{source}@{revision or 'main'}"
-        path = hub.pull(str(source), revision=revision, endpoint=endpoint)
+        path = hub.pull(str(source), revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     checkpoint = open_checkpoint(path, source=name)
     if checkpoint.layout == "toolkit":
         raise ConfigError(f"{source} is already a toolkit checkpoint; there is nothing to convert")

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--groups", type=int, default=8, help="MindSpore-port checkpoints: GroupNorm groups (default 8)")
     imp.add_argument("--revision", help="Hub sources: branch, tag or commit (default main)")
     imp.add_argument("--endpoint", help="Hub sources: the Hub URL (default HF_ENDPOINT or huggingface.co)")
+    imp.add_argument("--cache-dir", help="Hub sources: cache folder (default HF_HUB_CACHE or ~/.cache/huggingface/hub)")
     exp = commands.add_parser("export", help="write a checkpoint in another library's layout")
     exp.add_argument("--to", choices=["diffusers"], required=True)
     exp.add_argument("checkpoint", help="a checkpoint folder (toolkit or diffusers layout)")
@@ -60,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     weights=args.weights, prediction_type=args.prediction_type,
                                     schedule=args.schedule, num_train_timesteps=args.timesteps,
                                     attn_heads=args.attn_heads, resnet_block_groups=args.groups,
-                                    revision=args.revision, endpoint=args.endpoint)
+                                    revision=args.revision, endpoint=args.endpoint, cache_dir=args.cache_dir)
             print(f"wrote {out}; add model.onnx with `python -m backends.onnx.export {out}`")
         else:
             out = export_checkpoint(args.checkpoint, args.out, to=args.to)
