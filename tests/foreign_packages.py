@@ -14,16 +14,23 @@ import pytest
 
 def lucidrains():
     """The denoising_diffusion_pytorch module (Unet, GaussianDiffusion, Trainer)."""
+    if "denoising_diffusion_pytorch" in sys.modules:
+        return sys.modules["denoising_diffusion_pytorch"]
+    stubbed = []
     try:
         import torchvision  # noqa: F401
     except Exception:  # not installed, or installed but broken beside this torch
         stub = types.ModuleType("torchvision")
         stub.transforms, stub.utils = types.ModuleType("torchvision.transforms"), types.ModuleType("torchvision.utils")
-        sys.modules.update({"torchvision": stub, "torchvision.transforms": stub.transforms,
-                            "torchvision.utils": stub.utils})
-    return pytest.importorskip("denoising_diffusion_pytorch",
-                               reason="the lucidrains tests build checkpoints with denoising-diffusion-pytorch "
-                                      "(requirements-foreign.txt, installed with --no-deps)")
+        stubbed = {"torchvision": stub, "torchvision.transforms": stub.transforms, "torchvision.utils": stub.utils}
+        sys.modules.update(stubbed)
+    try:
+        return pytest.importorskip("denoising_diffusion_pytorch",
+                                   reason="the lucidrains tests build checkpoints with denoising-diffusion-pytorch "
+                                          "(requirements-foreign.txt, installed with --no-deps)")
+    finally:  # their module keeps its references; nobody else may see the stand-ins (diffusers looks)
+        for name in stubbed:
+            sys.modules.pop(name, None)
 
 
 def save_milestone(diffusion, folder, milestone: int, step: int = 7):
