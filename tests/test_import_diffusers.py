@@ -191,3 +191,12 @@ def test_the_cli_imports_a_hub_repo_by_id(hub_server, tmp_path, capsys):
     assert config.network.num_class_embeds == 10 and config.diffusion.num_train_timesteps == 500
     assert convert_main(["import", str(tmp_path / "out"), str(tmp_path / "again")]) == 2
     assert "already a toolkit checkpoint" in capsys.readouterr().err
+
+
+def test_the_app_says_why_it_cannot_sample_a_class_conditional_import(tmp_path):
+    from webapp.service import DiffusionService, ServiceError
+    unet, scheduler = build("class")
+    service = DiffusionService(save(unet, scheduler, tmp_path / "m", "bare"))
+    assert "diffusers_unet2d" in service.model_summary()
+    with pytest.raises(ServiceError, match="needs class_labels for every image, which the page cannot choose"):
+        service.generate("pytorch", "ddim", 5, 0.0, 0, 2)

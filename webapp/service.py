@@ -21,6 +21,7 @@ import numpy as np
 
 from backends import BackendStatus, BackendUnavailable, LoadedModel, list_backends, load_model
 from diffusion_core import SAMPLERS
+from diffusion_core.architectures import optional_inputs
 from diffusion_core.checkpoint import Checkpoint, CheckpointError
 from diffusion_core.convert import open_checkpoint  # the toolkit's layout or a diffusers one
 from diffusion_core.hub import DEFAULT_COMMIT_MESSAGE, HubError
@@ -209,6 +210,10 @@ class DiffusionService:
         if not 1 <= batch_size <= self.max_batch:
             raise ServiceError(f"batch size must be between 1 and {self.max_batch} (this server's limit, "
                                f"set by {MAX_BATCH_ENV}), got {batch_size}; ask for fewer images")
+        required = [i.name for i in optional_inputs(checkpoint.config.inputs) if not i.optional]
+        if required:   # e.g. an imported class-conditional diffusers model: no null class to fall back on
+            raise ServiceError(f"this model needs {', '.join(required)} for every image, which the page cannot "
+                               "choose yet; sample it from Python with model.sample(inputs={...})")
         total = checkpoint.config.diffusion.num_train_timesteps
         if not 1 <= steps <= total:  # the core's own words, before any model is loaded
             raise ServiceError(f"steps must be an integer between 1 and the number of training "

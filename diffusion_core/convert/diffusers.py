@@ -48,6 +48,9 @@ SAMPLING_FIELDS = ("algorithm_type", "disable_corrector", "dynamic_thresholding_
                    "thresholding", "timestep_spacing", "timestep_type", "use_beta_sigmas",
                    "use_exponential_sigmas", "use_karras_sigmas", "use_lu_lambdas", "flow_shift",
                    "shift_terminal", "time_shift_type", "use_dynamic_shifting", "use_flow_sigmas")
+# Early diffusers (<= 0.3) schedulers took tensor_format ("np" | "pt"): how they stored their own
+# tensors, nothing about the process. Kept in the notes like the sampling fields.
+SAMPLING_FIELDS += ("tensor_format",)
 TRAINING_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
                    "prediction_type", "rescale_betas_zero_snr", "clip_sample", "clip_sample_range",
                    "variance_type")
