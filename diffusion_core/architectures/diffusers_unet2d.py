@@ -108,6 +108,12 @@ class DiffusersUnet2DConfig:
                 require(g > 0 and c % g == 0, f"norm groups {g} must divide every block width, got {c}")
         head = self.attention_head_dim
         require(head is None or head > 0, f"attention_head_dim must be None or positive, got {head}")
+        attending = [c for c, kind in zip(self.block_out_channels, self.down_block_types) if kind.startswith("Attn")]
+        attending += [c for c, kind in zip(reversed(self.block_out_channels), self.up_block_types) if kind.startswith("Attn")]
+        attending += [self.block_out_channels[-1]] if self.mid_block_type and self.add_attention else []
+        require(head is None or all(c >= head for c in attending),
+                f"attention_head_dim {head} is wider than a block with attention ({min(attending or [0])} "
+                "channels), which leaves it no head")
         factor = 2 ** (n - 1)
         require(self.sample_size > 0 and self.sample_size % factor == 0,
                 f"sample_size {self.sample_size} cannot be halved {n - 1} times; use a multiple of {factor}")
