@@ -38,8 +38,12 @@ class LoadedModel:
     def sample(self, batch_size: int = 1, **kwargs: Any) -> np.ndarray:
         """`diffusion_core.sample` with this model's schedule, prediction type, declared inputs
         and ops filled in."""
-        from diffusion_core.samplers import sample
+        from diffusion_core.samplers import get_sampler, sample
         cfg = self.config
+        if kwargs.get("options") is None:  # the model's own defaults (e.g. an imported scheduler's)
+            reads = get_sampler(kwargs.get("sampler", "ddim")).options
+            for name, value in cfg.diffusion.sampler_defaults(reads).items():
+                kwargs.setdefault(name, value)
         if kwargs.get("x_T") is None:
             kwargs.setdefault("shape", (batch_size, *cfg.sample_shape))
         return sample(self.model, cfg.diffusion.make_schedule(), ops=self.ops,
@@ -125,6 +129,10 @@ class BackendSpec:
             if self.framework not in arch.networks:
                 return _not_implemented(arch, self.framework)
         if checkpoint is not None and self.needs_onnx and getattr(checkpoint, "onnx_path", None) is None:
+            if getattr(checkpoint, "layout", "toolkit") != "toolkit":
+                return (f"this {checkpoint.layout} folder has no model.onnx; convert it into a checkpoint "
+                        f"folder with `python -m diffusion_core.convert import {checkpoint.folder} OUT`, "
+                        "then export it with `python -m backends.onnx.export OUT`")
             return (f"this checkpoint has no model.onnx; export it with "
                     f"`python -m backends.onnx.export {checkpoint.folder}`")
         return None
@@ -196,10 +204,23 @@ def backend_status(name: str, checkpoint=None) -> BackendStatus:
 
 
 def _as_checkpoint(checkpoint):
-    from diffusion_core.checkpoint import Checkpoint, load_checkpoint
+    """A Checkpoint from a Checkpoint, a folder of any layout diffusion_core.convert reads, or a
+    Hub repo id ("owner/name", pulled into huggingface_hub's cache) when no such folder exists."""
+    from pathlib import Path
+
+    from diffusion_core.checkpoint import Checkpoint
+    from diffusion_core.convert import open_checkpoint
     if checkpoint is None or isinstance(checkpoint, Checkpoint):
         return checkpoint
-    return load_checkpoint(checkpoint)
+    if isinstance(checkpoint, str) and not Path(checkpoint).expanduser().exists() and _looks_like_repo(checkpoint):
+        from diffusion_core import hub
+        return open_checkpoint(hub.pull(checkpoint), source=checkpoint)
+    return open_checkpoint(checkpoint)
+
+
+def _looks_like_repo(text: str) -> bool:
+    import re
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith((".", "/"))
 
 
 def list_backends(checkpoint=None) -> list[BackendStatus]:
@@ -209,7 +230,8 @@ def list_backends(checkpoint=None) -> list[BackendStatus]:
 
 
 def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedModel:
-    """Load `checkpoint` (a folder or a diffusion_core.checkpoint.Checkpoint) on backend `name`;
+    """Load `checkpoint` (a folder of the toolkit's or a diffusers layout, a Hub repo id, or a
+    diffusion_core.checkpoint.Checkpoint) on backend `name`;
     BackendUnavailable says why it cannot run here (a missing framework, GPU or graph)."""
     checkpoint = _as_checkpoint(checkpoint)
     backend = get_backend(name)

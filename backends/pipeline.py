@@ -27,14 +27,15 @@ class DiffusionPipeline:
                         device: Optional[str] = None, revision: Optional[str] = None,
                         token: Optional[str] = None) -> "DiffusionPipeline":
         """A checkpoint folder, or a Hub repo id (pulled into huggingface_hub's cache), on `backend`."""
-        from diffusion_core.checkpoint import load_checkpoint
-
-        from . import load_model
+        from . import _as_checkpoint, _looks_like_repo, load_model
         folder = Path(path_or_repo).expanduser()
-        if not folder.exists() and "/" in str(path_or_repo) and not str(path_or_repo).startswith((".", "/")):
+        if not folder.exists() and _looks_like_repo(str(path_or_repo)):
             from diffusion_core import hub
-            folder = hub.pull(str(path_or_repo), revision=revision, token=token)
-        checkpoint = load_checkpoint(folder)
+            from diffusion_core.convert import open_checkpoint
+            checkpoint = open_checkpoint(hub.pull(str(path_or_repo), revision=revision, token=token),
+                                         source=str(path_or_repo))
+        else:
+            checkpoint = _as_checkpoint(folder)
         return cls(load_model(backend, checkpoint, device=device), checkpoint)
 
     @property

@@ -51,6 +51,7 @@ class Checkpoint:
     config: ModelConfig
     weights: dict[str, np.ndarray]
     onnx_path: Path | None = None
+    layout: str = "toolkit"   # or the foreign layout it was read from (diffusion_core.convert)
 
 
 def _names(names: Sequence[str]) -> str:
@@ -232,7 +233,12 @@ def _read_config(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}: it is not a checkpoint folder; point at the "
                               f"folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
-        return ModelConfig.from_json(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if '"_class_name"' in text and '"format_version"' not in text:
+            raise CheckpointError(f"{folder} is a diffusers folder, not a toolkit checkpoint: open it with "
+                                  "diffusion_core.convert.open_checkpoint (load_model does), or convert it with "
+                                  f"`python -m diffusion_core.convert import {folder} OUT`")
+        return ModelConfig.from_json(text)
     except (ConfigError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: {e}") from e
 

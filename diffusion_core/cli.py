@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 # subcommand -> (module whose main(argv) runs it, one line for the overview)
 DELEGATED = {
-    "convert": ("diffusion_core.convert.cli", "import foreign checkpoints or export to diffusers"),
+    "convert": ("diffusion_core.convert.__main__", "import foreign checkpoints or export to diffusers"),
     "push": ("diffusion_core.hub", "upload a checkpoint folder to the Hugging Face Hub"),
     "pull": ("diffusion_core.hub", "download a checkpoint from the Hugging Face Hub"),
     "app": ("webapp.page", "serve the web app (generate, image-to-image, compare, Hub)"),

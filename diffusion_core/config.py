@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from .architectures import Architecture, ModelInput, UnetConfig, architecture_of, get_architecture
 from .parsing import ConfigError, as_json, check_keys, parse_dataclass, require
 from .prediction import PREDICTION_TYPES
+from .samplers.base import VARIANCE_TYPES
 from .schedules import SCHEDULES, SCHEDULES_WITH_BETA_RANGE
+
+TRAINED = "trained"   # DiffusionConfig.schedule when the betas are listed in trained_betas
 
 FORMAT_VERSION = 2        # what save_checkpoint writes; bump when config.json or names change
 READABLE_VERSIONS = (1, 2)
@@ -37,10 +42,30 @@ class DiffusionConfig:
     beta_end: float = 0.02
     zero_terminal_snr: bool = False  # Lin et al. 2023: rescale so that alphas_cumprod[T-1] = 0
     prediction_type: str = "eps"     # eps | x0 | v
+    # schedule "trained": the betas as a list of T numbers (diffusers' trained_betas, or a foreign
+    # schedule this toolkit has no name for), rescaled like any schedule if zero_terminal_snr
+    trained_betas: Optional[tuple[float, ...]] = None
+    # What the samplers assume unless a call says otherwise (foreign schedulers record them):
+    clip_x0: bool = True             # the images live in [-1, 1], so x0 estimates may be clipped
+    variance: str = "fixed_small"    # DDPM's posterior variance: fixed_small | fixed_large
 
     def __post_init__(self) -> None:
-        require(self.schedule in SCHEDULES,
-                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.trained_betas is not None:
+            betas = self.trained_betas
+            require(isinstance(betas, (list, tuple)) and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas),
+                "trained_betas must be a list of numbers, one beta per training timestep")
+            object.__setattr__(self, "trained_betas", tuple(float(b) for b in betas))
+            require(self.schedule == TRAINED, f"trained_betas are given, so schedule must be "
+                                              f"{TRAINED!r}, got {self.schedule!r}")
+            require(len(self.trained_betas) == self.num_train_timesteps,
+                    f"trained_betas has {len(self.trained_betas)} values but num_train_timesteps is "
+                    f"{self.num_train_timesteps}; give one beta per training timestep")
+        require(self.schedule in SCHEDULES or (self.schedule == TRAINED and self.trained_betas is not None),
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}, or "
+                f"{TRAINED!r} with trained_betas")
+        require(self.variance in VARIANCE_TYPES,
+                f"unknown variance {self.variance!r}; choose one of {', '.join(VARIANCE_TYPES)}")
         require(self.prediction_type in PREDICTION_TYPES,
                 f"unknown prediction_type {self.prediction_type!r}; choose one of "
                 f"{', '.join(PREDICTION_TYPES)}")
@@ -56,11 +81,25 @@ class DiffusionConfig:
                               f"use one of {', '.join(SCHEDULES_WITH_BETA_RANGE)}")
 
     def make_schedule(self):
-        from .schedules import make_schedule
+        from .schedules import NoiseSchedule, make_schedule, rescale_zero_terminal_snr
+        if self.schedule == TRAINED:
+            betas = np.asarray(self.trained_betas, dtype=np.float64)
+            if self.zero_terminal_snr:
+                return NoiseSchedule(betas=rescale_zero_terminal_snr(betas), name="trained+zero_terminal_snr")
+            return NoiseSchedule(betas=betas, name="trained")
         betas = ({"beta_start": self.beta_start, "beta_end": self.beta_end}
                  if self.schedule in SCHEDULES_WITH_BETA_RANGE else {})
         return make_schedule(self.schedule, self.num_train_timesteps,
                              zero_terminal_snr=self.zero_terminal_snr, **betas)
+
+
+    def sampler_defaults(self, reads: frozenset[str]) -> dict[str, Any]:
+        """The options this model recommends, among those a sampler `reads`, where they differ
+        from the samplers' own defaults (so a sampler that does not read one never sees it)."""
+        wanted = {"clip_x0": self.clip_x0, "variance": self.variance}
+        base = DiffusionConfig()
+        return {name: value for name, value in wanted.items()
+                if name in reads and value != getattr(base, name)}
 
 
 @dataclass(frozen=True)

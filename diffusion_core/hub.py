@@ -161,12 +161,21 @@ def pull(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathL
          expected_shapes: Mapping[str, Sequence[int]] | None = None) -> Path:
     """Download a checkpoint (or find it in the cache), validate it, and return its folder.
 
+    A repo in the toolkit's layout or in a diffusers one (a UNet2DModel folder, unet/ + scheduler/,
+    or a DDPMPipeline-style repo; convert/diffusers.py) is accepted; only the files those layouts
+    read are downloaded, so pickled weights (.bin, .ckpt, .pt) never are, and a repo that has
+    nothing else is refused in one sentence saying what to do.
     revision: branch, tag or commit sha (default main). The files land in huggingface_hub's cache
     (cache_dir, default ~/.cache/huggingface/hub) and the returned path is the cached snapshot;
-    with local_dir they are also copied there, replacing it atomically only once all is verified.
+    with local_dir the checkpoint is also written there (a diffusers repo converted to the toolkit's
+    layout), replacing it atomically only once all is verified.
     Offline (HF_HUB_OFFLINE=1, or the Hub unreachable) a cached revision loads with no network.
     """
     from huggingface_hub import snapshot_download
+
+    from .convert import open_checkpoint, save_imported
+    from .convert.diffusers import (PICKLED, READ_FILES, WEIGHTS, WEIGHTS_FP16, find_layout,
+                                    pickle_only_message)
 
     _check_repo_id(repo_id)
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
@@ -175,25 +184,54 @@ def pull(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathL
     try:
         snapshot = Path(snapshot_download(repo_id, repo_type="model", revision=revision, cache_dir=cache_dir,
                                           token=token, endpoint=endpoint, local_files_only=_offline(),
-                                          allow_patterns=list(CHECKPOINT_FILES)))
+                                          allow_patterns=list(CHECKPOINT_FILES) + list(READ_FILES)))
     except Exception as error:
         translated = _as_hub_error(error, repo_id=repo_id, revision=revision, endpoint=endpoint,
                                    token=token, pushing=False)
         if translated is None:
             raise
         raise translated from None
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (snapshot / name).is_file()]
-    if missing:
-        raise HubError(f"{repo_id} (revision {revision or 'main'!r}) has no {' or '.join(missing)}, so it "
-                       "is not a diffusion checkpoint; check the repo id, or push a checkpoint folder to it")
+    where = f"{repo_id} (revision {revision or 'main'!r})"
     try:
-        load_checkpoint(snapshot, expected_shapes=expected_shapes)
+        foreign = find_layout(snapshot)
+    except ValueError as error:  # a diffusers repo of a kind this toolkit does not read
+        raise HubError(_scrub(f"{where}: {error}", token)) from None
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (snapshot / name).is_file()]
+    no_weights = (missing if foreign is None else
+                  [w for w in (WEIGHTS, WEIGHTS_FP16) if not (foreign.unet / w).is_file()] == [WEIGHTS, WEIGHTS_FP16])
+    if no_weights:   # say so if the weights are there only as pickles, which are never downloaded
+        pickled = [name for name in _repo_files(repo_id, revision, token, endpoint)
+                   if name.rsplit("/", 1)[-1] in PICKLED or name.endswith((".bin", ".ckpt", ".pt", ".pth"))]
+        if pickled:
+            raise HubError(_scrub(pickle_only_message(where, pickled), token))
+    if foreign is None and missing:
+        raise HubError(f"{where} has no {' or '.join(missing)}, so it is not a diffusion checkpoint nor a "
+                       "diffusers UNet2DModel repo; check the repo id, or push a checkpoint folder to it")
+    try:
+        checkpoint = (load_checkpoint(snapshot, expected_shapes=expected_shapes) if foreign is None
+                      else open_checkpoint(snapshot, source=f"{repo_id}@{snapshot.name}"))
     except CheckpointError as error:
-        raise HubError(_scrub(f"{repo_id} (revision {revision or 'main'!r}) holds a checkpoint this toolkit "
-                              f"cannot load: {error}", token)) from None
+        raise HubError(_scrub(f"{where} holds a checkpoint this toolkit cannot load: {error}", token)) from None
     if local_dir is None:
         return snapshot
-    return _copy_atomically(snapshot, Path(local_dir).expanduser().absolute())
+    target = Path(local_dir).expanduser().absolute()
+    if foreign is not None:
+        try:
+            return save_imported(target, checkpoint.config, checkpoint.weights)
+        except CheckpointError as error:
+            raise HubError(str(error)) from None
+    return _copy_atomically(snapshot, target)
+
+
+def _repo_files(repo_id: str, revision: str | None, token: str | None, endpoint: str) -> list[str]:
+    """The repo's file names, to say why it cannot be read; [] when the Hub cannot be asked."""
+    from huggingface_hub import HfApi
+    if _offline():
+        return []
+    try:
+        return list(HfApi(endpoint=endpoint, token=token).list_repo_files(repo_id, revision=revision))
+    except Exception:  # only used to word an error better; the error is raised either way
+        return []
 
 
 def resolve_revision(repo_id: str, revision: str | None = None, *, token: str | bool | None = None,

@@ -265,7 +265,7 @@ def test_the_shipped_default_model_is_format_1_and_loads():
     ({**CONFIG.to_dict(), "format_version": 3}, "format_version 3, written by a newer diffusion toolkit; "
                                                 "this one reads versions 1 and 2: upgrade the toolkit"),
     ({k: v for k, v in CONFIG.to_dict().items() if k != "architecture"}, "names no architecture"),
-    ({**CONFIG.to_dict(), "architecture": "dit"}, "unknown architecture 'dit'; this toolkit knows .*unet"),
+    ({**CONFIG.to_dict(), "architecture": "dit"}, r"unknown architecture 'dit'; this toolkit knows diffusers_unet2d, .*\bunet\b"),
     ({**CONFIG.to_dict(), "notes": 5}, "notes must be a JSON object"),
     ({**CONFIG.to_dict(), "network": {**CONFIG.to_dict()["network"], "resnet_block_groups": 0}},
      "resnet_block_groups must be a positive integer"),

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from backends import BackendStatus, BackendUnavailable, LoadedModel, backend_names, load_model
-from diffusion_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from diffusion_core.checkpoint import Checkpoint, CheckpointError
+from diffusion_core.convert import open_checkpoint  # the toolkit's layout or a diffusers one
 
 from .settings import ServerSettings, ServiceError
 
@@ -51,7 +52,7 @@ class ModelStore:
                 self._checkpoints.move_to_end(key)
                 return found
         try:
-            checkpoint = load_checkpoint(folder)
+            checkpoint = open_checkpoint(folder)
         except CheckpointError as error:
             raise ServiceError(str(error)) from None
         self.check_budget(checkpoint)

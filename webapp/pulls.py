@@ -58,7 +58,14 @@ class HubPulls:
         credential = (token or "").strip() or False   # never the server's HF_TOKEN
         try:
             sha = hub.resolve_revision(repo_id, revision, token=credential, endpoint=self.endpoint)
-            target = self.accepted / f"{repo_id.replace('/', '--')}@{sha}"
+        except HubError as error:
+            kept = self._kept_copy(repo_id, revision) if "cannot connect" in str(error) else None
+            if kept is None:
+                raise ServiceError(str(error)) from None
+            kept.touch()  # the Hub is unreachable: serve the copy pulled before
+            return kept, f"{repo_id}@{revision or 'main'} ({kept.name.rsplit('@', 1)[1][:8]}, offline)"
+        target = self.accepted / f"{repo_id.replace('/', '--')}@{sha}"
+        try:
             if not self._usable(target):
                 self._download(repo_id, sha, credential, target)
         except HubError as error:
@@ -68,7 +75,10 @@ class HubPulls:
         return target, f"{repo_id}@{revision or 'main'} ({sha[:8]})"
 
     def _download(self, repo_id: str, sha: str, credential, target: Path) -> None:
-        size = hub.download_size(repo_id, sha, token=credential, endpoint=self.endpoint)
+        from diffusion_core.checkpoint import CHECKPOINT_FILES
+        from diffusion_core.convert.diffusers import READ_FILES
+        size = hub.download_size(repo_id, sha, list(CHECKPOINT_FILES) + list(READ_FILES), token=credential,
+                                 endpoint=self.endpoint)
         limit = self.settings.max_download_mb * 2 ** 20
         if size > limit:
             raise ServiceError(f"{repo_id} holds {size / 2 ** 20:,.0f} MB of checkpoint files, more than "
@@ -77,9 +87,19 @@ class HubPulls:
         incoming = self.root / f"incoming-{uuid.uuid4().hex[:12]}"
         try:
             hub.pull(repo_id, revision=sha, cache_dir=incoming, token=credential, endpoint=self.endpoint,
-                     local_dir=target)
+                     local_dir=target)   # a diffusers repo arrives converted to the toolkit's layout
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
+        from .imports import add_onnx
+        add_onnx(target)
+
+    def _kept_copy(self, repo_id: str, revision: Optional[str]) -> Optional[Path]:
+        """The most recently used accepted copy of repo_id (at a commit starting with revision, if
+        revision looks like a sha), for pulls while the Hub cannot be reached."""
+        prefix = f"{repo_id.replace('/', '--')}@"
+        sha = revision if revision and re.fullmatch(r"[0-9a-f]{7,40}", revision) else ""
+        copies = [f for f in self.accepted.glob(prefix + sha + "*") if self._usable(f)]
+        return max(copies, key=lambda f: f.stat().st_mtime) if copies else None
 
     @staticmethod
     def _usable(folder: Path) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from diffusion_core import SAMPLERS
-from diffusion_core.architectures import CLASS_LABEL, find_role
+from diffusion_core.architectures import CLASS_LABEL, find_role, optional_inputs
 from diffusion_core.checkpoint import Checkpoint
 
 from .settings import ServerSettings, ServiceError
@@ -39,7 +39,7 @@ def number(value, name: str, low: float, high: float) -> float:
 def class_names(checkpoint: Checkpoint) -> list[str]:
     """The model's class names (from its notes when they fit, else the numbers), [] if unconditional."""
     spec = find_role(checkpoint.config.inputs, CLASS_LABEL)
-    if spec is None:
+    if spec is None or spec.fill is None:  # unconditional, or labels the page cannot choose (no null class)
         return []
     count = int(spec.fill)
     names = checkpoint.config.notes.get("class_names")
@@ -88,6 +88,10 @@ def check_request(checkpoint: Checkpoint, settings: ServerSettings, max_batch: i
     if not 1 <= batch_size <= max_batch:
         raise ServiceError(f"batch size must be between 1 and {max_batch} (this server's limit for this "
                            f"model), got {batch_size}; ask for fewer images")
+    required = [i.name for i in optional_inputs(checkpoint.config.inputs) if not i.optional]
+    if required:   # e.g. an imported class-conditional diffusers model: no null class to fall back on
+        raise ServiceError(f"this model needs {', '.join(required)} for every image, which the page cannot "
+                           "choose yet; sample it from Python with model.sample(inputs={...})")
     total = checkpoint.config.diffusion.num_train_timesteps
     if not 1 <= steps <= total:  # the core's own words, before any model is loaded
         raise ServiceError(f"steps must be an integer between 1 and the number of training "

@@ -98,7 +98,11 @@ class DiffusionService:
         (channels, height, width), diffusion = config.sample_shape, config.diffusion
         dataset = config.notes.get("dataset")
         classes = len(class_choices(checkpoint)) - 1
-        return (f"**Model:** {code(session.source)}: {plain(config.architecture.title)}, {height}x{width}, "
+        origin = config.notes.get("imported_from") or {}
+        imported = (f" (imported from {plain(origin.get('format'), 40)}: {code(origin.get('source'), 120)})"
+                    if isinstance(origin, dict) and origin.get("format") else "")
+        return (f"**Model:** {code(session.source)}{imported}: {plain(config.architecture.title)} "
+                f"({code(config.architecture.name)}), {height}x{width}, "
                 f"{channels} channel{'s' if channels > 1 else ''}, T = {diffusion.num_train_timesteps} "
                 f"({plain(diffusion.schedule)} schedule, predicts {plain(diffusion.prediction_type)})"
                 + (f", {classes} classes" if classes else "")

@@ -19,14 +19,8 @@ new architecture needs no name table of its own.
 from __future__ import annotations
 
 from diffusion_core.architectures import architecture_of
-
-SUFFIXES = {"gamma": "weight", "beta": "bias", "embedding_table": "weight",
-            "moving_mean": "running_mean", "moving_variance": "running_var"}
-
-
-def canonical_name(mindspore_name: str) -> str:
-    module, _, suffix = mindspore_name.rpartition(".")
-    return f"{module}.{SUFFIXES.get(suffix, suffix)}" if module else SUFFIXES.get(suffix, suffix)
+# The rule itself lives in the core, which reads MindSpore .ckpt files without MindSpore.
+from diffusion_core.convert.ms_checkpoint import SUFFIXES, canonical_name  # noqa: F401
 
 
 def canonical_to_mindspore(network) -> dict[str, str]:

@@ -29,6 +29,10 @@ class OnnxRuntimeBackend(Backend):
             return ("this onnxruntime has no CUDA provider; install onnxruntime-gpu or use device "
                     "'cpu'")
         if checkpoint is not None and getattr(checkpoint, "onnx_path", None) is None:
+            if getattr(checkpoint, "layout", "toolkit") != "toolkit":
+                return (f"this {checkpoint.layout} folder has no model.onnx; convert it into a checkpoint "
+                        f"folder with `python -m diffusion_core.convert import {checkpoint.folder} OUT`, "
+                        f"then export it with `{EXPORT_COMMAND.replace('<folder>', 'OUT')}`")
             return (f"this checkpoint has no model.onnx; export it with "
                     f"`{EXPORT_COMMAND.replace('<folder>', str(checkpoint.folder))}`")
         return None

@@ -11,6 +11,9 @@ import importlib.metadata
 
 from ..parsing import ConfigError
 from .base import Architecture
+from .diffusers_unet2d import DiffusersUnet2DArchitecture, DiffusersUnet2DConfig
+from .lucidrains_unet import (LucidrainsUnetArchitecture, LucidrainsUnetConfig, LucidrainsUnetV0Architecture,
+                              LucidrainsUnetV0Config)
 from .inputs import (BATCH, CLASS_LABEL, SAMPLE, SELF_CONDITION, TIMESTEP, ModelInput, complete_inputs,
                      find_role, optional_inputs)
 from .unet import UnetArchitecture, UnetConfig
@@ -74,7 +77,11 @@ def declared_inputs(network) -> tuple[ModelInput, ...]:
 
 
 register(UnetArchitecture())
+register(DiffusersUnet2DArchitecture())
+register(LucidrainsUnetArchitecture())
+register(LucidrainsUnetV0Architecture())
 
-__all__ = ["ARCHITECTURES", "Architecture", "BATCH", "CLASS_LABEL", "ENTRY_POINT_GROUP", "ModelInput",
+__all__ = ["ARCHITECTURES", "Architecture", "BATCH", "CLASS_LABEL", "DiffusersUnet2DConfig", "ENTRY_POINT_GROUP",
+           "LucidrainsUnetConfig", "LucidrainsUnetV0Config", "ModelInput",
            "SAMPLE", "SELF_CONDITION", "TIMESTEP", "UnetArchitecture", "UnetConfig", "architecture_of",
            "complete_inputs", "declared_inputs", "find_role", "get_architecture", "optional_inputs", "register"]
