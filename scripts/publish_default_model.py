@@ -20,7 +20,9 @@ sys.path.insert(0, str(ROOT))
 from backends import load_model  # noqa: E402
 from diffusion_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from diffusion_core.config import ModelConfig  # noqa: E402
-from diffusion_core.data import make_grid  # noqa: E402
+import numpy as np  # noqa: E402
+
+from diffusion_core.data import viewable_grid  # noqa: E402
 
 YARDSTICK = """## Quality
 
@@ -42,15 +44,24 @@ def main() -> int:
     notes = dict(exported.config.notes)
     steps = int(notes["steps"])
     command = re.sub(r"--steps \d+", f"--steps {steps}", notes["training_command"])
-    notes.update(training_command=command, title="DDPM on Fashion-MNIST (diffusion-toolkit default model)",
-                 reproduce=f"STEPS={steps} bash scripts/train_default_model.sh runs/default",
-                 license="mit")
+    notes.update(training_command=command,
+                 title="Class-conditional DDPM on Fashion-MNIST (diffusion-toolkit default model)",
+                 reproduce="bash scripts/train_default_model.sh runs/default", license="mit")
     config = ModelConfig(network=exported.config.network, diffusion=exported.config.diffusion, notes=notes)
 
     model = load_model("pytorch", exported, device="cpu")
-    grid = make_grid(model.sample(batch_size=64, sampler="dpmpp_2m", steps=20, seed=0))
-    extra = ["## Reproduce", "", "```bash", notes["reproduce"], "```", "",
-             "Samples above: 64 images, DPM-Solver++(2M), 20 steps, seed 0."]
+    names = notes.get("class_names") or []
+    if names:  # a column per class (8 rows of the 10 classes would not tile: 10 x 6 images)
+        images = model.sample(batch_size=60, sampler="dpmpp_2m", steps=20, seed=0,
+                              class_labels=np.arange(60) % len(names), guidance_scale=3.0)
+        grid = viewable_grid(images, columns=len(names))
+        shown = (f"60 images, a column per class ({', '.join(names)}), classifier-free guidance 3, "
+                 "DPM-Solver++(2M), 20 steps, seed 0")
+    else:
+        grid = viewable_grid(model.sample(batch_size=64, sampler="dpmpp_2m", steps=20, seed=0))
+        shown = "64 images, DPM-Solver++(2M), 20 steps, seed 0"
+    extra = ["## Reproduce", "", "```bash", notes["reproduce"],
+             "python scripts/publish_default_model.py runs/default", "```", "", f"Samples above: {shown}."]
     if args.quality:
         extra += ["", YARDSTICK + Path(args.quality).read_text()]
 

@@ -101,6 +101,20 @@ def test_resume_rewrites_a_missing_or_stale_export(tmp_path):
     assert all(np.array_equal(want[n], again.weights[n]) for n in want)
 
 
+def test_init_from_starts_from_a_checkpoints_weights(trained, tmp_path, capsys):
+    from diffusion_core.checkpoint import load_checkpoint
+    start = load_checkpoint(trained / "model").weights
+    out = tmp_path / "tuned"
+    assert main(TINY + ["--steps", "1", "--lr", "1e-9", "--ema-decay", "0.5", "--ema-warmup", "0",
+                        "--sample-every", "0", "--init-from", str(trained / "model"), "--out", str(out)]) == 0
+    tuned = load_checkpoint(out / "model").weights
+    # one step at a negligible learning rate: the weights are the checkpoint's, not a new start
+    assert all(np.allclose(tuned[n], start[n], atol=1e-6) for n in start)
+    assert main(TINY + ["--dim", "12", "--groups", "4", "--steps", "1", "--init-from", str(trained / "model"),
+                        "--out", str(tmp_path / "other")]) == 2
+    assert "differs from the flags'" in capsys.readouterr().err
+
+
 def _error(capsys, argv) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err

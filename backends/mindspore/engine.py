@@ -39,6 +39,11 @@ class MindSporeEngine:
         self.images = dataset.images
         self.declared = config.model.inputs
         self.network = build_network(config.model.network, seed=config.seed)  # equal on every rank
+        if config.init_from:  # fine-tuning: start from a checkpoint's weights (EMA included)
+            from diffusion_core.training.config import initial_weights
+
+            from .model import load_state_from_numpy
+            load_state_from_numpy(self.network, initial_weights(config))
         self.precision = precision or ("bfloat16" if config.bf16 else "float32")
         self.step_fn = TrainStep(self.network, config, self.precision,
                                  self.collectives if self.info.enabled else None)

@@ -23,7 +23,7 @@ from diffusion_core.training.rules import learning_rate_at
 
 from . import distributed, trainer_state
 from .ema import EMA
-from .model import TorchDenoiserModel, state_to_numpy
+from .model import TorchDenoiserModel, load_state_from_numpy, state_to_numpy
 from .ops import TorchOps
 
 STATE_FORMAT = run_state.PYTORCH_FORMAT
@@ -49,6 +49,9 @@ class TorchEngine:
         self.prediction_type = config.model.diffusion.prediction_type
         torch.manual_seed(config.seed)                    # the same initial weights on every rank
         self.network = build_network("pytorch", config.model.network).to(device)
+        if config.init_from:  # fine-tuning: start from a checkpoint's weights (EMA included)
+            from diffusion_core.training.config import initial_weights
+            load_state_from_numpy(self.network, initial_weights(config))
         torch.manual_seed(config.seed * 1_000_003 + info.rank)  # dropout: each rank its own stream
         self.ema = EMA(self.network, config.ema_decay, config.ema_warmup)
         fused = {"fused": True} if device.type == "cuda" else {}

@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N (PyTorch); cpu | gpu (MindSpore)
     num_threads: int = 0               # CPU threads for the framework (0: its default)
     image_size: Optional[int] = None   # resize a folder's images to this size (None: keep)
+    init_from: Optional[str] = None    # start from this checkpoint's weights (fine-tuning), not at random
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -116,6 +117,9 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
                    "the exported model in <out>/model (config.json + model.safetensors)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where "
                    "its last checkpoint left off (same flags required)")
+    g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from the weights of this checkpoint folder (its network config must match "
+                        "the flags) instead of a random initialisation: fine-tuning")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the initial weights and every NumPy generator (data order, draws)")
     g.add_argument("--device", default=d.device)
@@ -195,7 +199,8 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int, num_c
                        bf16=args.bf16, seed=args.seed, sample_every=args.sample_every,
                        sample_steps=args.sample_steps, sample_sampler=args.sample_sampler,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                       device=args.device, num_threads=args.num_threads, image_size=args.image_size)
+                       device=args.device, num_threads=args.num_threads, image_size=args.image_size,
+                       init_from=args.init_from)
 
 
 def checked_config(args: argparse.Namespace, *, image_size: int, channels: int,
@@ -215,7 +220,24 @@ def checked_config(args: argparse.Namespace, *, image_size: int, channels: int,
     if diffusion.zero_terminal_snr and diffusion.prediction_type == "eps":
         raise ConfigError("--zero-terminal-snr makes x0 unrecoverable from an eps prediction at t = T-1 "
                           "(Lin et al. 2023); add --prediction v")
+    if config.init_from:
+        initial_weights(config)  # refused now, before any framework starts, if it does not fit
     return config
+
+
+def initial_weights(config: TrainConfig) -> dict:
+    """The canonical weights --init-from names, checked against the run's network config."""
+    from ..checkpoint import CheckpointError, load_checkpoint
+    try:
+        source = load_checkpoint(config.init_from)
+    except CheckpointError as e:
+        raise ConfigError(f"--init-from: {e}") from None
+    if source.config.network != config.model.network:
+        theirs = source.config.architecture.summary(source.config.network)
+        ours = config.model.architecture.summary(config.model.network)
+        raise ConfigError(f"--init-from {config.init_from}: its network ({theirs}) differs from the flags' "
+                          f"({ours}); use the flags it was trained with")
+    return source.weights
 
 
 def load_run_config(out: str | Path) -> TrainConfig:
