@@ -19,6 +19,9 @@ from diffusion_core.config import ModelConfig
 from diffusion_core.ops import Ops
 
 ENTRY_POINT_GROUP = "diffusion_toolkit.backends"
+# Marks this module as the diffusion toolkit's `backends`: a generic top-level name that another
+# project might install too; diffusion_core.paths.toolkit_backends() refuses any other.
+TOOLKIT_BACKENDS = True
 
 
 class BackendUnavailable(RuntimeError):

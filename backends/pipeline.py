@@ -1,7 +1,7 @@
 """A pipeline-style API beside the functions, for people who know diffusers' pipelines:
 
     from backends import DiffusionPipeline
-    pipe = DiffusionPipeline.from_pretrained("models/default", backend="onnxruntime")  # or a Hub id
+    pipe = DiffusionPipeline.from_pretrained(backend="onnxruntime")  # the shipped model; a folder, a Hub id
     images = pipe(16, sampler="dpmpp_2m", steps=20, seed=0)          # a list of PIL images
     arrays = pipe(4, output_type="numpy")                            # (N, C, H, W) in [-1, 1]
     pipe.save_pretrained("my-model"); pipe.push_to_hub("alice/my-model", token=...)
@@ -23,12 +23,15 @@ class DiffusionPipeline:
         self.model, self.checkpoint = model, checkpoint
 
     @classmethod
-    def from_pretrained(cls, path_or_repo: str | os.PathLike, *, backend: str = "pytorch",
+    def from_pretrained(cls, path_or_repo: str | os.PathLike | None = None, *, backend: str = "pytorch",
                         device: Optional[str] = None, revision: Optional[str] = None,
                         token: Optional[str] = None) -> "DiffusionPipeline":
-        """A checkpoint folder, or a Hub repo id (pulled into huggingface_hub's cache), on `backend`."""
+        """A checkpoint folder, or a Hub repo id (pulled into huggingface_hub's cache), on `backend`;
+        without one, the default model that ships with the toolkit."""
+        from diffusion_core.paths import default_model_dir
+
         from . import _as_checkpoint, _looks_like_repo, load_model
-        folder = Path(path_or_repo).expanduser()
+        folder = Path(path_or_repo).expanduser() if path_or_repo is not None else default_model_dir()
         if not folder.exists() and _looks_like_repo(str(path_or_repo)):
             from diffusion_core import hub
             from diffusion_core.convert import open_checkpoint

@@ -81,7 +81,8 @@ def sample_main(argv: list[str]) -> int:
     from pathlib import Path
 
     args = sample_parser().parse_args(argv)
-    from backends import DiffusionPipeline
+    from .paths import toolkit_backends
+    DiffusionPipeline = toolkit_backends().DiffusionPipeline
     try:
         pipe = DiffusionPipeline.from_pretrained(args.model, backend=args.backend, revision=args.revision)
         images = pipe(args.count, sampler=args.sampler, steps=args.steps, seed=args.seed,
@@ -127,7 +128,8 @@ def quality_main(argv: list[str]) -> int:
     from .quality import load_classifier
     from .quality.evaluate import class_accuracy, generate, measure
     args = quality_parser().parse_args(argv)
-    from backends import load_model
+    from .paths import toolkit_backends
+    load_model = toolkit_backends().load_model
     try:
         model = load_model(args.backend, args.model or default_model_dir())
         test = load_fashion_mnist("test")
