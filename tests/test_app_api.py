@@ -108,6 +108,8 @@ def test_compare(client, running_app):
     ({"batch_size": 9}, "greater than maximum value 8"),
     ({"eta": 2.0}, "greater than maximum value 1"),
     ({"backend": "jax"}, "not in the list of choices"),
+    ({"class_label": "3"}, "not in the list of choices"),      # the tiny model is unconditional
+    ({"guidance": 2.0}, "classifier-free guidance needs a class-conditional model; this one is unconditional"),
 ])
 def test_bad_inputs_get_a_message_and_the_server_keeps_serving(client, change, message):
     from gradio_client.exceptions import AppError
