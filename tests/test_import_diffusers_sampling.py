@@ -85,7 +85,12 @@ def test_cifar10_sized_images_match_diffusers_pipelines(sampler, tmp_path):
     theirs, ours, ours_rounded = pipeline_and_ours("cifar10", sampler, tmp_path, batch=1)
     assert np.abs(ours - theirs).max() < PIPELINE_TOLERANCE
     if sampler == "ddim":
-        assert np.abs(ours_rounded - theirs).max() < DEFINITION_TOLERANCE
+        # On the 35.7M-parameter network the float32 forward itself is not repeatable to the last
+        # bit on every CPU: on an AVX-512 EPYC two runs gave max differences of 4.5e-5 and 3.1e-5
+        # (mean 2e-7; 6e-8 max on an AVX2 one), so the max is bounded like the pipeline's and the
+        # definitions are checked on the mean, which a changed definition moves by orders more.
+        difference = np.abs(ours_rounded - theirs)
+        assert difference.max() < PIPELINE_TOLERANCE and difference.mean() < 2e-6
 
 
 def test_class_conditional_ddim_matches_diffusers_scheduler_loop(tmp_path):

@@ -68,6 +68,9 @@ def setup(device_flag: str) -> tuple[Dist, torch.device]:
 
 def teardown(info: Dist) -> None:
     if info.enabled and dist.is_initialized():
+        # all ranks leave together: a gloo rank that tears down while its peer is still sending
+        # aborted once under load ("terminate called without an active exception", exit -6)
+        dist.barrier()
         dist.destroy_process_group()
 
 
