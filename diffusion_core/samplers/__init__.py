@@ -12,20 +12,28 @@ from ..denoise import X0Processing, build_denoiser
 from ..ops import NUMPY, Ops
 from ..schedules import NoiseSchedule
 from ..timesteps import spaced_timesteps
-from .base import (COMMON_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
+from .base import (COMMON_OPTIONS, MULTISTEP_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
                    SamplerSpec, StepInfo, noise_generators)
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m
+from .dpm_solver_3m import sample_dpmpp_3m
+from .dpm_solver_sde import sample_dpmpp_2m_sde
 from .euler import sample_euler, sample_euler_ancestral
 from .heun import sample_heun
+from .unipc import sample_unipc
 
 _SIGMA = COMMON_OPTIONS | {"karras_sigmas"}
+_MULTISTEP = COMMON_OPTIONS | MULTISTEP_OPTIONS
 
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("ddpm", sample_ddpm, "DDPM, ancestral (Ho et al. 2020)", COMMON_OPTIONS | {"variance"}),
     SamplerSpec("ddim", sample_ddim, "DDIM (Song et al. 2021)", COMMON_OPTIONS | {"eta"}),
     SamplerSpec("dpmpp_2m", sample_dpmpp_2m, "DPM-Solver++(2M) (Lu et al. 2022)", _SIGMA),
+    SamplerSpec("dpmpp_3m", sample_dpmpp_3m, "DPM-Solver++(3M) (Lu et al. 2022)", _MULTISTEP),
+    SamplerSpec("dpmpp_2m_sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE (Lu et al. 2022)",
+                COMMON_OPTIONS | {"karras_sigmas"}),
+    SamplerSpec("unipc", sample_unipc, "UniPC, bh2 (Zhao et al. 2023)", _MULTISTEP),
     SamplerSpec("euler", sample_euler, "Euler (Karras et al. 2022)", _SIGMA, fractional_timesteps=True),
     SamplerSpec("euler_ancestral", sample_euler_ancestral, "Euler ancestral (k-diffusion)", _SIGMA,
                 fractional_timesteps=True),
