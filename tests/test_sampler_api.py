@@ -18,13 +18,14 @@ MODEL = fixed_model(SHAPE, "eps")
 
 
 def test_registry_names():
-    assert list_samplers() == ["ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"]
+    assert list_samplers() == ["ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "euler",
+                              "euler_ancestral", "heun"]
     assert all(SAMPLERS[n].title for n in list_samplers())
     assert SAMPLERS["heun"].model_evaluations(10) == 19 and SAMPLERS["ddim"].model_evaluations(10) == 10
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"sampler": "plms"}, "choose one of ddpm, ddim, dpmpp_2m, euler, euler_ancestral, heun"),
+    ({"sampler": "plms"}, "choose one of ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, euler"),
     ({"steps": 1001}, "between 1 and the number of training timesteps T = 1000"),
     ({"steps": 0}, "between 1 and"),
     ({"eta": -0.1}, "eta must be between 0"),
@@ -140,3 +141,12 @@ print('ok')
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_solver_order_is_checked():
+    with pytest.raises(ValueError, match="solver_order must be 1, 2 or 3"):
+        sample(lambda x, t: x, make_schedule("linear"), sampler="unipc", steps=5, shape=(1, 1, 2, 2),
+               solver_order=4)
+    with pytest.raises(ValueError, match="do not apply to sampler 'ddim'"):
+        sample(lambda x, t: x, make_schedule("linear"), sampler="ddim", steps=5, shape=(1, 1, 2, 2),
+               solver_order=2)
