@@ -23,6 +23,8 @@ from .euler import sample_euler, sample_euler_ancestral
 from .heun import sample_heun
 from .unipc import sample_unipc
 
+# samplers that index the schedule at integer timesteps (the others interpolate sigma)
+INTEGER_TIMESTEPS = {"ddpm", "ddim"}
 _SIGMA = COMMON_OPTIONS | {"karras_sigmas"}
 _MULTISTEP = COMMON_OPTIONS | MULTISTEP_OPTIONS
 
@@ -103,7 +105,9 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
         raise ValueError("this schedule has zero terminal SNR, where an eps-prediction model cannot "
                          "recover x0 (Lin et al. 2023, Sec. 3.2); use a v- or x0-prediction model")
     timesteps = spaced_timesteps(opts.spacing, schedule.num_train_timesteps, steps,
-                                 steps_offset=opts.steps_offset, fractional=spec.fractional_timesteps)
+                                 steps_offset=opts.steps_offset, schedule=schedule,
+                                 fractional=spec.fractional_timesteps or opts.spacing == "logsnr"
+                                 and spec.name not in INTEGER_TIMESTEPS)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     initial_rng, step_rng = noise_generators(seed)

@@ -23,7 +23,7 @@ class SamplerOptions:
     starts from pure noise), x0 clipped to [-1, 1] because images live there.
     """
 
-    spacing: str = "trailing"          # leading | trailing | linspace (timesteps.py)
+    spacing: str = "trailing"          # leading | trailing | linspace | logsnr (timesteps.py)
     steps_offset: int = 0              # added to `leading` timesteps (Stable Diffusion uses 1)
     eta: float = 0.0                   # ddim: 0 deterministic, 1 = DDPM-like noise (Song et al. Eq. 16)
     variance: str = "fixed_small"      # ddpm: posterior variance beta~_t, or beta_t (fixed_large)
