@@ -15,6 +15,11 @@ SPACINGS = ("leading", "trailing", "linspace", "logsnr")
 # Where alpha_bar is exactly 0 (zero terminal SNR) sigma is infinite; like diffusers, samplers that
 # work in sigma use alpha_bar = 2**-24 there instead (sigma ~ 4096), the smallest step away from 0.
 _ZERO_SNR_ALPHA_BAR = 2.0 ** -24
+# logsnr spacing starts no higher than this sigma: the cosine schedule's beta cap puts sigma ~2e4
+# at t = T-1 and ~10x less one step before, so uniform lambda from there would spend several steps
+# inside that last interval. 160 keeps the linear schedule's full range (sigma(T-1) = 157); beyond
+# it the noise outweighs an image in [-1, 1] more than 100 times.
+LOGSNR_SIGMA_MAX = 160.0
 
 
 def spaced_timesteps(spacing: str, num_train_timesteps: int, steps: int, *, steps_offset: int = 0,
@@ -52,9 +57,11 @@ def _logsnr_timesteps(schedule: NoiseSchedule | None, T: int, steps: int, fracti
     if schedule is None or schedule.num_train_timesteps != T:
         raise ValueError("logsnr spacing needs the noise schedule (pass schedule=) with the same T")
     sigmas = _finite_sigmas(schedule)
-    log_sigmas = np.linspace(np.log(sigmas[-1]), np.log(sigmas[0]), steps)   # lambda = -log sigma
+    sigma_max = min(float(sigmas[-1]), LOGSNR_SIGMA_MAX)
+    log_sigmas = np.linspace(np.log(sigma_max), np.log(sigmas[0]), steps)    # lambda = -log sigma
     ts = t_from_sigma(schedule, np.exp(log_sigmas))
-    ts[0] = T - 1                                                             # exactly, not ~T-1
+    if sigma_max == sigmas[-1]:
+        ts[0] = T - 1                                                         # exactly, not ~T-1
     if fractional:
         return ts
     ts = np.round(ts).astype(np.int64)
