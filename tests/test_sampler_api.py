@@ -150,3 +150,26 @@ def test_solver_order_is_checked():
     with pytest.raises(ValueError, match="do not apply to sampler 'ddim'"):
         sample(lambda x, t: x, make_schedule("linear"), sampler="ddim", steps=5, shape=(1, 1, 2, 2),
                solver_order=2)
+
+
+def test_recommended_settings_apply_unless_overridden():
+    seen = []
+    model = fixed_model((1, 1, 2, 2), "eps")
+    sch = make_schedule("cosine")
+
+    def run(**kw):
+        seen.clear()
+        sample(lambda x, t: (seen.append(t), model(x, t))[1], sch, shape=(1, 1, 2, 2), seed=0, **kw)
+        return list(seen)
+    # Heun: Karras sigmas by default, so its first step is not the capped sigma ~2e4 of t = 999
+    heun = run(sampler="heun", steps=5)
+    assert heun == run(sampler="heun", steps=5, karras_sigmas=True) != run(sampler="heun", steps=5,
+                                                                             karras_sigmas=False)
+    # UniPC: uniform log-SNR steps and its default step count
+    assert len(run(sampler="unipc")) == SAMPLERS["unipc"].default_steps == 20
+    assert run(sampler="unipc", steps=6) == run(sampler="unipc", steps=6, spacing="logsnr")
+    assert run(sampler="unipc", steps=6, spacing="trailing") != run(sampler="unipc", steps=6)
+    # an explicit SamplerOptions is taken as it is
+    assert run(sampler="heun", steps=5, options=make_options("heun")) == run(sampler="heun", steps=5,
+                                                                              karras_sigmas=False)
+

@@ -28,6 +28,9 @@ def compare(sampler, *, steps, schedule="linear", prediction="eps", spacing="tra
     model = fixed_model(SHAPE, prediction)
     x_T = np.random.default_rng(7).standard_normal(SHAPE, dtype=np.float32)
     options.setdefault("clip_x0", False)  # diffusers' sigma-space schedulers never clip
+    # the definitions are compared, not our recommended settings: switch those off unless asked
+    if "karras_sigmas" in SAMPLERS[sampler].options:
+        options.setdefault("karras_sigmas", False)
     ours = sample(model, our_schedule(schedule, T, zero_snr), sampler=sampler, steps=steps, x_T=x_T,
                   seed=3, prediction_type=prediction, spacing=spacing,
                   ops=Float64Ops() if float64 else NUMPY, **options)

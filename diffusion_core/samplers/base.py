@@ -123,6 +123,10 @@ class SamplerSpec:
     title: str                                   # for dropdowns: "DDIM (Song et al. 2021)"
     options: frozenset[str] = field(default_factory=frozenset)
     fractional_timesteps: bool = False           # may evaluate the model between integer t
+    # the settings `sample()` uses when the caller gives no SamplerOptions and does not override
+    # them: held once here, read by the API and the app
+    recommended: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    default_steps: int = 50
     evals_per_step: Callable[[int], int] = staticmethod(lambda steps: steps)  # type: ignore
 
     def model_evaluations(self, steps: int) -> int:
