@@ -141,7 +141,8 @@ def main(argv=None):
         best[c] = {"ours": o, "diffusers": d, "ours_closer_by": 1.0 - o[0] / d[0]}
     RESULTS.mkdir(exist_ok=True)
     out = {"problem": {"means": MEANS.tolist(), "weights": WEIGHTS.tolist(), "std": STD, "schedule": "cosine",
-                       "pixels": args.pixels}, "floor_exact_draws": floor, "w1": table, "best": best, "diffusers_failures": failures,
+                       "pixels": args.pixels}, "floor_exact_draws": floor, "w1": table, "best": best,
+           "diffusers_failures": failures,
            "seconds": time.time() - start}
     (RESULTS / "closed_form.json").write_text(json.dumps(out, indent=1))
     print(f"W1 to the true mixture (floor of {args.pixels} exact draws: {floor:.4f})")
