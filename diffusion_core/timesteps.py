@@ -10,21 +10,28 @@ import numpy as np
 
 from .schedules import NoiseSchedule
 
-SPACINGS = ("leading", "trailing", "linspace")
+SPACINGS = ("leading", "trailing", "linspace", "logsnr")
 
 # Where alpha_bar is exactly 0 (zero terminal SNR) sigma is infinite; like diffusers, samplers that
 # work in sigma use alpha_bar = 2**-24 there instead (sigma ~ 4096), the smallest step away from 0.
 _ZERO_SNR_ALPHA_BAR = 2.0 ** -24
+# logsnr spacing starts no higher than this sigma: the cosine schedule's beta cap puts sigma ~2e4
+# at t = T-1 and ~10x less one step before, so uniform lambda from there would spend several steps
+# inside that last interval. 160 keeps the linear schedule's full range (sigma(T-1) = 157); beyond
+# it the noise outweighs an image in [-1, 1] more than 100 times.
+LOGSNR_SIGMA_MAX = 160.0
 
 
 def spaced_timesteps(spacing: str, num_train_timesteps: int, steps: int, *, steps_offset: int = 0,
-                     fractional: bool = False) -> np.ndarray:
+                     fractional: bool = False, schedule: NoiseSchedule | None = None) -> np.ndarray:
     """Descending timesteps for `steps` model evaluations out of T (Lin et al. 2023, Table 2).
 
     leading:  0, T//n, 2 T//n, ... (+ steps_offset), reversed; never reaches t = T-1.
     trailing: round(T, T - T/n, ..., T/n) - 1; always starts at t = T-1 (recommended).
     linspace: linspace(0, T-1, n) rounded (or kept fractional, as diffusers' Euler schedulers do).
-    Returns int64, or float64 when `fractional` and spacing is linspace.
+    logsnr:   uniform in lambda = -log(sigma) from t = T-1 to t = 0, the steps DPM-Solver takes
+              (Lu et al. 2022, Sec. 3.4 "uniform logSNR"); needs `schedule`.
+    Returns int64, or float64 when `fractional` and spacing is linspace or logsnr.
     """
     T = num_train_timesteps
     if spacing not in SPACINGS:
@@ -40,8 +47,28 @@ def spaced_timesteps(spacing: str, num_train_timesteps: int, steps: int, *, step
         return ts[::-1].copy()
     if spacing == "trailing":
         return (np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1)[:steps]
+    if spacing == "logsnr":
+        return _logsnr_timesteps(schedule, T, steps, fractional)
     ts = np.linspace(0, T - 1, steps, dtype=np.float64)[::-1].copy()
     return ts if fractional else np.round(ts).astype(np.int64)
+
+
+def _logsnr_timesteps(schedule: NoiseSchedule | None, T: int, steps: int, fractional: bool) -> np.ndarray:
+    if schedule is None or schedule.num_train_timesteps != T:
+        raise ValueError("logsnr spacing needs the noise schedule (pass schedule=) with the same T")
+    sigmas = _finite_sigmas(schedule)
+    sigma_max = min(float(sigmas[-1]), LOGSNR_SIGMA_MAX)
+    log_sigmas = np.linspace(np.log(sigma_max), np.log(sigmas[0]), steps)    # lambda = -log sigma
+    ts = t_from_sigma(schedule, np.exp(log_sigmas))
+    if sigma_max == sigmas[-1]:
+        ts[0] = T - 1                                                         # exactly, not ~T-1
+    if fractional:
+        return ts
+    ts = np.round(ts).astype(np.int64)
+    if np.any(np.diff(ts) >= 0):
+        raise ValueError(f"logsnr spacing with {steps} steps visits some integer timestep twice; "
+                         f"use fewer steps or a sampler that takes fractional timesteps")
+    return ts
 
 
 def sigma_at(schedule: NoiseSchedule, t: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ diffusers = __import__("pytest").importorskip("diffusers", reason="diffusers is 
 torch = __import__("torch")
 
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,  # noqa: E402
-                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler)
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
+                       UniPCMultistepScheduler)
 
 from diffusion_core.ops import NumpyOps  # noqa: E402
 from diffusion_core.samplers import noise_generators  # noqa: E402
@@ -24,7 +25,8 @@ from diffusion_core.schedules import make_schedule  # noqa: E402
 
 _MODULES = [getattr(diffusers.schedulers, m) for m in (
     "scheduling_ddpm", "scheduling_ddim", "scheduling_euler_ancestral_discrete",
-    "scheduling_euler_discrete", "scheduling_dpmsolver_multistep", "scheduling_heun_discrete")]
+    "scheduling_euler_discrete", "scheduling_dpmsolver_multistep", "scheduling_heun_discrete",
+    "scheduling_unipc_multistep")]
 
 PREDICTION_NAMES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
@@ -125,7 +127,8 @@ def run_loop(scheduler, model, latents, step_kwargs=None):
 SCHEDULER_CLASSES = {
     "ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler,
     "euler": EulerDiscreteScheduler, "euler_ancestral": EulerAncestralDiscreteScheduler,
-    "heun": HeunDiscreteScheduler,
+    "heun": HeunDiscreteScheduler, "dpmpp_3m": DPMSolverMultistepScheduler,
+    "dpmpp_2m_sde": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
 }
 
 
@@ -152,7 +155,16 @@ def diffusers_sample(sampler, *, model, x_T, steps, schedule_name, T=1000, zero_
             kw["use_karras_sigmas"] = True
     if sampler == "heun" and clip:
         kw["clip_sample"] = True
-    if sampler == "dpmpp_2m":
+    if sampler in ("dpmpp_3m", "unipc"):
+        kw["solver_order"] = options.get("solver_order") or (3 if sampler == "dpmpp_3m" else 2)
+        kw["lower_order_final"] = options.get("lower_order_final", True)
+    if sampler == "dpmpp_2m_sde":
+        kw["algorithm_type"] = "sde-dpmsolver++"
+    if sampler == "unipc":
+        kw["timestep_spacing"] = spacing
+        if options.get("karras_sigmas"):
+            kw["use_karras_sigmas"] = True
+    if sampler in ("dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde"):
         from diffusion_core.timesteps import spaced_timesteps
         set_kwargs = {"timesteps": spaced_timesteps(spacing, T, steps).tolist()}
         if options.get("karras_sigmas"):

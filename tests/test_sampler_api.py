@@ -18,13 +18,14 @@ MODEL = fixed_model(SHAPE, "eps")
 
 
 def test_registry_names():
-    assert list_samplers() == ["ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"]
+    assert list_samplers() == ["ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "euler",
+                              "euler_ancestral", "heun"]
     assert all(SAMPLERS[n].title for n in list_samplers())
     assert SAMPLERS["heun"].model_evaluations(10) == 19 and SAMPLERS["ddim"].model_evaluations(10) == 10
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"sampler": "plms"}, "choose one of ddpm, ddim, dpmpp_2m, euler, euler_ancestral, heun"),
+    ({"sampler": "plms"}, "choose one of ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, euler"),
     ({"steps": 1001}, "between 1 and the number of training timesteps T = 1000"),
     ({"steps": 0}, "between 1 and"),
     ({"eta": -0.1}, "eta must be between 0"),
@@ -140,3 +141,35 @@ print('ok')
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_solver_order_is_checked():
+    with pytest.raises(ValueError, match="solver_order must be 1, 2 or 3"):
+        sample(lambda x, t: x, make_schedule("linear"), sampler="unipc", steps=5, shape=(1, 1, 2, 2),
+               solver_order=4)
+    with pytest.raises(ValueError, match="do not apply to sampler 'ddim'"):
+        sample(lambda x, t: x, make_schedule("linear"), sampler="ddim", steps=5, shape=(1, 1, 2, 2),
+               solver_order=2)
+
+
+def test_recommended_settings_apply_unless_overridden():
+    seen = []
+    model = fixed_model((1, 1, 2, 2), "eps")
+    sch = make_schedule("cosine")
+
+    def run(**kw):
+        seen.clear()
+        sample(lambda x, t: (seen.append(t), model(x, t))[1], sch, shape=(1, 1, 2, 2), seed=0, **kw)
+        return list(seen)
+    # Heun: Karras sigmas by default, so its first step is not the capped sigma ~2e4 of t = 999
+    heun = run(sampler="heun", steps=5)
+    assert heun == run(sampler="heun", steps=5, karras_sigmas=True) != run(sampler="heun", steps=5,
+                                                                             karras_sigmas=False)
+    # UniPC: uniform log-SNR steps and its default step count
+    assert len(run(sampler="unipc")) == SAMPLERS["unipc"].default_steps == 20
+    assert run(sampler="unipc", steps=6) == run(sampler="unipc", steps=6, spacing="logsnr")
+    assert run(sampler="unipc", steps=6, spacing="trailing") != run(sampler="unipc", steps=6)
+    # an explicit SamplerOptions is taken as it is
+    assert run(sampler="heun", steps=5, options=make_options("heun")) == run(sampler="heun", steps=5,
+                                                                              karras_sigmas=False)
+

@@ -4,11 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusers_reference import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler, Float64Ops, \
-    diffusers_sample, fixed_model, our_schedule
+from diffusers_reference import SCHEDULER_CLASSES, DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler, \
+    Float64Ops, diffusers_sample, fixed_model, our_schedule
 from diffusion_core.ops import NUMPY
-from diffusion_core.samplers import sample
-from diffusion_core.timesteps import spaced_timesteps
+from diffusion_core.samplers import SAMPLERS, sample
+from diffusion_core.timesteps import sigma_at, spaced_timesteps
+
+# Every registered sampler is compared with diffusers unless listed here with the reason.
+NO_DIFFUSERS_COUNTERPART: dict[str, str] = {}
+COMPARED = [name for name in SAMPLERS if name not in NO_DIFFUSERS_COUNTERPART]
+# samplers that draw noise after x_T (compared with diffusers fed the same draws)
+STOCHASTIC = {"ddpm", "euler_ancestral", "dpmpp_2m_sde"}
+MULTISTEP = [name for name in COMPARED if "solver_order" in SAMPLERS[name].options]
 
 SHAPE = (2, 1, 5, 5)
 # Both sides run in float64 by default, so the bound tests the definitions, not rounding; the
@@ -21,6 +28,9 @@ def compare(sampler, *, steps, schedule="linear", prediction="eps", spacing="tra
     model = fixed_model(SHAPE, prediction)
     x_T = np.random.default_rng(7).standard_normal(SHAPE, dtype=np.float32)
     options.setdefault("clip_x0", False)  # diffusers' sigma-space schedulers never clip
+    # the definitions are compared, not our recommended settings: switch those off unless asked
+    if "karras_sigmas" in SAMPLERS[sampler].options:
+        options.setdefault("karras_sigmas", False)
     ours = sample(model, our_schedule(schedule, T, zero_snr), sampler=sampler, steps=steps, x_T=x_T,
                   seed=3, prediction_type=prediction, spacing=spacing,
                   ops=Float64Ops() if float64 else NUMPY, **options)
@@ -31,6 +41,12 @@ def compare(sampler, *, steps, schedule="linear", prediction="eps", spacing="tra
     err = float(np.abs(ours - ref).max()) / scale
     assert err < RTOL[float64], f"{sampler} differs from diffusers by {err:.2e} (relative)"
     assert np.isfinite(ours).all() and np.abs(ours).max() > 1e-3  # a real image, not zeros
+
+
+def test_every_sampler_has_a_reference_or_a_reason():
+    for name in SAMPLERS:
+        assert name in SCHEDULER_CLASSES or NO_DIFFUSERS_COUNTERPART.get(name), \
+            f"sampler {name!r} has no diffusers counterpart in tests/diffusers_reference.py and no reason"
 
 
 # ---- timestep lists -------------------------------------------------------------------------
@@ -79,7 +95,7 @@ SCHEDULES = ["linear", "cosine", "sigmoid", "scaled_linear"]
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "euler", "heun"])
+@pytest.mark.parametrize("sampler", [name for name in COMPARED if name not in STOCHASTIC])
 def test_deterministic_samplers(sampler, prediction, schedule):
     # diffusers' DDIM steps from t to t - T//n; with trailing spacing that is the next listed
     # timestep only when n divides T, so DDIM is compared at n = 10 and the others at n = 12.
@@ -88,8 +104,11 @@ def test_deterministic_samplers(sampler, prediction, schedule):
 
 # diffusers' DDIM steps to t - T//n, which is not the next linspace timestep; ours steps to the
 # next listed timestep, so that pair is not compared here (test_ddim_linspace_is_consistent)
-SPACING_CASES = [(sampler, spacing) for sampler in ["ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"]
-                 for spacing in ["leading", "trailing", "linspace"] if (sampler, spacing) != ("ddim", "linspace")]
+# diffusers' UniPC defines leading and linspace over n + 1 points and drops the last, and takes no
+# timestep list, so only trailing spacing coincides with ours.
+NOT_COINCIDING = {("ddim", "linspace"), ("unipc", "leading"), ("unipc", "linspace")}
+SPACING_CASES = [(sampler, spacing) for sampler in COMPARED
+                 for spacing in ["leading", "trailing", "linspace"] if (sampler, spacing) not in NOT_COINCIDING]
 
 
 @pytest.mark.parametrize("sampler,spacing", SPACING_CASES)
@@ -99,17 +118,23 @@ def test_spacings(sampler, spacing):
 
 def test_ddim_linspace_is_consistent():
     # DDIM with eta=0 steps exactly like Euler on x / sqrt(alpha_bar) when both visit the same
-    # integer timesteps: an internal identity that holds for linspace spacing too.
+    # integer timesteps: an internal identity that holds for linspace spacing too. The Euler
+    # loop is written out here in the VE variable y = x / sqrt(abar), dy = eps dsigma.
     model = fixed_model(SHAPE, "eps")
-    x_T = np.random.default_rng(1).standard_normal(SHAPE, dtype=np.float32)
+    x_T = np.random.default_rng(1).standard_normal(SHAPE, dtype=np.float32).astype(np.float64)
     sch = our_schedule("linear")
-    a = sample(model, sch, sampler="ddim", steps=9, x_T=x_T, spacing="linspace", clip_x0=False)
+    a = sample(model, sch, sampler="ddim", steps=9, x_T=x_T, spacing="linspace", clip_x0=False,
+               ops=Float64Ops())
     ts = spaced_timesteps("linspace", 1000, 9)
-    assert np.all(ts == np.round(ts))
-    ref = diffusers_sample("ddim", model=model, x_T=x_T, steps=9, schedule_name="linear", spacing="linspace")
-    assert np.abs(a - ref).max() > 1e-3  # the definitions differ here, so the test is informative
-    b = sample(model, sch, sampler="ddim", steps=9, x_T=x_T, spacing="leading", clip_x0=False)
-    assert np.isfinite(a).all() and np.isfinite(b).all()
+    sigmas = np.append(sigma_at(sch, ts), 0.0)
+    y = x_T / np.sqrt(sch.alphas_cumprod[ts[0]])
+    for i, t in enumerate(ts):
+        eps = model(y / np.sqrt(1.0 + sigmas[i] ** 2), float(t))
+        y = y + (sigmas[i + 1] - sigmas[i]) * eps
+    np.testing.assert_allclose(a, y, rtol=1e-10, atol=1e-10)
+    ref = diffusers_sample("ddim", model=model, x_T=x_T.astype(np.float32), steps=9,
+                           schedule_name="linear", spacing="linspace")
+    assert np.abs(a - ref).max() > 1e-3  # diffusers' DDIM steps to t - T//n here, not to ts[i+1]
 
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
@@ -127,7 +152,7 @@ def test_ddim_eta(eta):
     compare("ddim", steps=15, eta=eta, prediction="eps", spacing="leading")
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"])
+@pytest.mark.parametrize("sampler", COMPARED)
 def test_float32_default_setting(sampler):
     compare(sampler, steps=20, float64=False, prediction="eps", schedule="linear")
 
@@ -161,3 +186,36 @@ def test_zero_terminal_snr(sampler):
 def test_other_T():
     compare("ddim", steps=10, T=500, schedule="sigmoid", prediction="v")
     compare("dpmpp_2m", steps=10, T=200, schedule="cosine", prediction="eps")
+
+
+@pytest.mark.parametrize("steps", [3, 5, 8, 14, 15, 25])
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("sampler", MULTISTEP)
+def test_multistep_orders(sampler, order, steps):
+    # lower_order_final's rules differ in the step count (DPM-Solver++ below 15 steps only), so
+    # the sweep crosses 15
+    compare(sampler, steps=steps, solver_order=order, prediction="eps", schedule="cosine")
+
+
+def test_dpmpp_3m_without_lower_order_final():
+    # (diffusers' UniPC without lower_order_final extrapolates into sigma = 0 and returns NaN;
+    # ours returns x0 on that step, so UniPC is not compared here)
+    compare("dpmpp_3m", steps=10, lower_order_final=False, solver_order=3, prediction="x0")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_dpmpp_2m_sde(prediction, schedule):
+    compare("dpmpp_2m_sde", steps=15, prediction=prediction, schedule=schedule)
+
+
+def test_sde_noise_matters():
+    # the SDE comparison is informative: another noise stream gives another image
+    model = fixed_model(SHAPE, "eps")
+    x_T = np.random.default_rng(7).standard_normal(SHAPE, dtype=np.float32)
+    a, b = (sample(model, our_schedule("linear"), sampler="dpmpp_2m_sde", steps=10, x_T=x_T, seed=seed)
+            for seed in (3, 4))
+    assert np.abs(a - b).max() > 1e-2
+
+# Karras sigmas are not compared for the DPM-Solver++ family and UniPC: diffusers rounds the
+# timesteps of Karras sigmas to integers there, while ours evaluates at the exact fractional ones.

@@ -12,25 +12,47 @@ from ..denoise import X0Processing, build_denoiser
 from ..ops import NUMPY, Ops
 from ..schedules import NoiseSchedule
 from ..timesteps import spaced_timesteps
-from .base import (COMMON_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
+from .base import (COMMON_OPTIONS, MULTISTEP_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
                    SamplerSpec, StepInfo, noise_generators)
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m
+from .dpm_solver_3m import sample_dpmpp_3m
+from .dpm_solver_sde import sample_dpmpp_2m_sde
 from .euler import sample_euler, sample_euler_ancestral
 from .heun import sample_heun
+from .unipc import sample_unipc
 
+# samplers that index the schedule at integer timesteps (the others interpolate sigma)
+INTEGER_TIMESTEPS = {"ddpm", "ddim"}
 _SIGMA = COMMON_OPTIONS | {"karras_sigmas"}
+_MULTISTEP = COMMON_OPTIONS | MULTISTEP_OPTIONS
+
+# Recommended settings, from the measurements in tests/ and bench/:
+# - Heun on the cosine schedule starts at sigma_max ~ 2e4, where its trapezoidal correction
+#   amplifies x0 errors ~1e3 times (the app drew noise at 20 steps); Karras sigmas (rho = 7)
+#   keep the first steps short.
+# - the multistep solvers end their uniform-lambda steps at t = 0, and on the 3-point mixture
+#   at 10 calls land on the points where trailing spacing (last t = 99) does not
+#   (tests/test_samplers_closed_form.py::test_logsnr_spacing_lands_on_the_points_at_10_steps).
+_LOGSNR = {"spacing": "logsnr"}
 
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("ddpm", sample_ddpm, "DDPM, ancestral (Ho et al. 2020)", COMMON_OPTIONS | {"variance"}),
     SamplerSpec("ddim", sample_ddim, "DDIM (Song et al. 2021)", COMMON_OPTIONS | {"eta"}),
     SamplerSpec("dpmpp_2m", sample_dpmpp_2m, "DPM-Solver++(2M) (Lu et al. 2022)", _SIGMA),
+    SamplerSpec("dpmpp_3m", sample_dpmpp_3m, "DPM-Solver++(3M) (Lu et al. 2022)", _MULTISTEP,
+                recommended=_LOGSNR, default_steps=20),
+    SamplerSpec("dpmpp_2m_sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE (Lu et al. 2022)",
+                COMMON_OPTIONS | {"karras_sigmas"}, recommended=_LOGSNR, default_steps=20),
+    SamplerSpec("unipc", sample_unipc, "UniPC, bh2 (Zhao et al. 2023)", _MULTISTEP,
+                recommended=_LOGSNR, default_steps=20),
     SamplerSpec("euler", sample_euler, "Euler (Karras et al. 2022)", _SIGMA, fractional_timesteps=True),
     SamplerSpec("euler_ancestral", sample_euler_ancestral, "Euler ancestral (k-diffusion)", _SIGMA,
                 fractional_timesteps=True),
     SamplerSpec("heun", sample_heun, "Heun, 2nd order (Karras et al. 2022)", _SIGMA,
-                fractional_timesteps=True, evals_per_step=lambda steps: 2 * steps - 1),
+                fractional_timesteps=True, evals_per_step=lambda steps: 2 * steps - 1,
+                recommended={"karras_sigmas": True}),
 )}
 
 
@@ -61,7 +83,8 @@ def make_options(sampler: str, options: Optional[SamplerOptions] = None, **overr
     return opts
 
 
-def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str = "ddim", steps: int = 50,
+def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str = "ddim",
+           steps: Optional[int] = None,
            shape: Optional[tuple[int, ...]] = None, seed: Optional[int] = None,
            x_T: Optional[np.ndarray] = None, ops: Ops = NUMPY, prediction_type: str = "eps",
            model_inputs: Sequence[ModelInput] = (), inputs: Optional[Mapping[str, np.ndarray]] = None,
@@ -85,17 +108,23 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
     class_labels, guidance_scale, guidance_rescale, guidance_interval, init_image, strength, mask:
              class-conditional sampling, classifier-free guidance, image-to-image and inpainting
              (diffusion_core/conditioning.py says what each means and accepts).
-    options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading".
+    steps:   model steps; None takes the sampler's `default_steps`.
+    options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading". Without
+             `options`, the sampler's `recommended` settings fill what the overrides leave out.
     callback: called with a `StepInfo` after every step (progress bars, x0 previews).
     cancel:  a diffusion_core.cancel.CancelToken checked after every step (raises Cancelled).
     """
     spec = get_sampler(sampler)
-    opts = make_options(sampler, options, **option_overrides)
+    steps = spec.default_steps if steps is None else steps
+    recommended = spec.recommended if options is None else {}
+    opts = make_options(sampler, options, **{**recommended, **option_overrides})
     if schedule.zero_terminal_snr and prediction_type == "eps":
         raise ValueError("this schedule has zero terminal SNR, where an eps-prediction model cannot "
                          "recover x0 (Lin et al. 2023, Sec. 3.2); use a v- or x0-prediction model")
     timesteps = spaced_timesteps(opts.spacing, schedule.num_train_timesteps, steps,
-                                 steps_offset=opts.steps_offset, fractional=spec.fractional_timesteps)
+                                 steps_offset=opts.steps_offset, schedule=schedule,
+                                 fractional=spec.fractional_timesteps or opts.spacing == "logsnr"
+                                 and spec.name not in INTEGER_TIMESTEPS)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     initial_rng, step_rng = noise_generators(seed)

@@ -1,6 +1,7 @@
 """What every sampler shares: options, the per-step callback record, the noise source, the spec."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
@@ -22,11 +23,13 @@ class SamplerOptions:
     starts from pure noise), x0 clipped to [-1, 1] because images live there.
     """
 
-    spacing: str = "trailing"          # leading | trailing | linspace (timesteps.py)
+    spacing: str = "trailing"          # leading | trailing | linspace | logsnr (timesteps.py)
     steps_offset: int = 0              # added to `leading` timesteps (Stable Diffusion uses 1)
     eta: float = 0.0                   # ddim: 0 deterministic, 1 = DDPM-like noise (Song et al. Eq. 16)
     variance: str = "fixed_small"      # ddpm: posterior variance beta~_t, or beta_t (fixed_large)
     karras_sigmas: bool = False        # sigma-space samplers: Karras et al. 2022 Eq. 5 spacing
+    solver_order: Optional[int] = None  # multistep solvers: highest order (None: the sampler's own)
+    lower_order_final: bool = True     # multistep solvers: lower the order on the last steps
     clip_x0: bool = True               # clamp x0 estimates to [-1, 1]
     threshold_ratio: Optional[float] = None  # dynamic thresholding (Saharia et al. 2022), e.g. 0.995
     threshold_max: float = 1.0
@@ -40,6 +43,9 @@ class SamplerOptions:
             raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {self.eta!r}")
         if not isinstance(self.steps_offset, int) or self.steps_offset < 0:
             raise ValueError(f"steps_offset must be a non-negative integer, got {self.steps_offset!r}")
+
+        if self.solver_order is not None and self.solver_order not in (1, 2, 3):
+            raise ValueError(f"solver_order must be 1, 2 or 3, got {self.solver_order!r}")
 
     def changed(self) -> set[str]:
         """Names of the options that differ from their defaults."""
@@ -117,6 +123,10 @@ class SamplerSpec:
     title: str                                   # for dropdowns: "DDIM (Song et al. 2021)"
     options: frozenset[str] = field(default_factory=frozenset)
     fractional_timesteps: bool = False           # may evaluate the model between integer t
+    # the settings `sample()` uses when the caller gives no SamplerOptions and does not override
+    # them: held once here, read by the API and the app
+    recommended: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    default_steps: int = 50
     evals_per_step: Callable[[int], int] = staticmethod(lambda steps: steps)  # type: ignore
 
     def model_evaluations(self, steps: int) -> int:
@@ -125,3 +135,27 @@ class SamplerSpec:
 
 # options every sampler reads
 COMMON_OPTIONS = frozenset({"spacing", "steps_offset", "clip_x0", "threshold_ratio", "threshold_max"})
+# and the multistep solvers' order options
+MULTISTEP_OPTIONS = frozenset({"karras_sigmas", "solver_order", "lower_order_final"})
+
+
+def vp_levels(sigma: float) -> tuple[float, float, float]:
+    """(alpha_t, sigma_t, lambda_t) of the VP process whose VE noise level is `sigma` > 0.
+
+    alpha_t = 1 / sqrt(1 + sigma^2), sigma_t = sigma alpha_t, lambda_t = log(alpha_t / sigma_t)
+    = -log(sigma): the half log-SNR that DPM-Solver and UniPC integrate in.
+    """
+    alpha = 1.0 / math.sqrt(1.0 + sigma * sigma)
+    return alpha, sigma * alpha, -math.log(sigma)
+
+
+def multistep_order(options: SamplerOptions, default: int, step: int, steps: int, history: int) -> int:
+    """The order a multistep solver uses at `step` (0-based) of `steps`, with `history` earlier outputs.
+
+    Never more than the outputs at hand allow; with `lower_order_final`, at most (steps - step)
+    so the last steps, which are long in lambda at few steps, do not extrapolate far.
+    """
+    order = options.solver_order or default
+    if options.lower_order_final:
+        order = min(order, steps - step)
+    return max(1, min(order, history + 1))
