@@ -98,6 +98,8 @@ class PyTorchTrainer:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from diffusion_core.allocator import tune_allocator
+    tune_allocator()  # training steps reuse the same activation buffers (diffusion_core/allocator.py)
     return cli.run(PyTorchTrainer(), argv)
 
 
