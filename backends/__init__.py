@@ -236,6 +236,8 @@ def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedMod
     """Load `checkpoint` (a folder of the toolkit's or a diffusers layout, a Hub repo id, or a
     diffusion_core.checkpoint.Checkpoint) on backend `name`;
     BackendUnavailable says why it cannot run here (a missing framework, GPU or graph)."""
+    from diffusion_core.allocator import tune_allocator
+    tune_allocator()  # the API's first use: before the weights and activations are allocated
     checkpoint = _as_checkpoint(checkpoint)
     backend = get_backend(name)
     reason = backend.unavailable_reason(checkpoint, device=device)

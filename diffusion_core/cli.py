@@ -161,6 +161,8 @@ def overview() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .allocator import tune_allocator
+    tune_allocator()  # for every subcommand run in this process (diffusion_core/allocator.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         overview().print_help()

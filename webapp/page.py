@@ -308,7 +308,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from diffusion_core.allocator import tune_allocator
     from webapp import ServiceError
+    tune_allocator()  # before any model is loaded (diffusion_core/allocator.py says why)
     try:
         args = parse_args(argv)
         settings = ServerSettings.from_env(**{name: getattr(args, name) for name in ServerSettings.ENV})

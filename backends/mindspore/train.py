@@ -71,6 +71,8 @@ class MindSporeTrainer:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from diffusion_core.allocator import tune_allocator
+    tune_allocator()  # training steps reuse the same activation buffers (diffusion_core/allocator.py)
     return cli.run(MindSporeTrainer(), argv)
 
 

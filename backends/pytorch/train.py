@@ -15,7 +15,10 @@ of the EMA weights, README.md, samples.png) that every backend loads.
 Speed: on a GPU the default Unet is bound by Python launching ~1,000 small kernels per step, not by
 the GPU (H200, torch 2.11: 43-66 ms/step at batch 128, 50 ms at 256, 68 ms at 512), so a larger
 --batch-size is nearly free. --bf16 adds cast kernels and did not help this model there. On a CPU
-use --num-threads 1 when other work shares the cores, and no --bf16 without AMX (~30x slower here).
+use --num-threads 1 when other work shares the cores. --bf16 needs bf16 instructions on a CPU: on a
+2-core AMD EPYC with AVX-512 bf16 and no AMX, 1 thread, batch 64, the default Unet, a bf16 step was
+1.83-2.07x faster than fp32 (bench/train_throughput.py, alternated runs, 2026-12-02); without
+bf16 instructions it is emulated and slower, so measure there first.
 
 The loop is diffusion_core/training/loop.py, shared with the MindSpore trainer: every random
 number of a step (data order, timesteps, noise, offset noise, the self-conditioning coin) comes
@@ -98,6 +101,8 @@ class PyTorchTrainer:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from diffusion_core.allocator import tune_allocator
+    tune_allocator()  # training steps reuse the same activation buffers (diffusion_core/allocator.py)
     return cli.run(PyTorchTrainer(), argv)
 
 

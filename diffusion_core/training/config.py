@@ -39,7 +39,7 @@ class TrainConfig:
     ema_decay: float = 0.999           # EMA of the weights (Polyak averaging)
     ema_warmup: int = 100              # decay ramps as min(decay, (1 + n) / (10 + n)) before that
     cond_drop_prob: float = 0.1        # class-conditional: labels dropped to the null class (Ho & Salimans)
-    bf16: bool = False                 # bf16 autocast (CPU with AMX, or GPU)
+    bf16: bool = False                 # bf16 autocast (GPU, or a CPU with bf16 instructions)
     seed: int = 0
     sample_every: int = 1000           # write a sample grid (EMA weights) every N steps (0: never)
     sample_steps: int = 50             # sampler steps for those grids
@@ -162,7 +162,10 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
     g.add_argument("--grad-clip", type=float, default=d.grad_clip)
     g.add_argument("--ema-decay", type=float, default=d.ema_decay)
     g.add_argument("--ema-warmup", type=int, default=d.ema_warmup)
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU with AMX, or GPU)")
+    g.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (GPU, or a CPU with bf16 instructions: 1.8-2.1x faster steps "
+                        "than fp32 on an AMD EPYC with AVX-512 bf16, no AMX, 1 thread; "
+                        "bench/train_throughput.py --bf16)")
     g = p.add_argument_group("monitoring")
     g.add_argument("--sample-every", type=int, default=d.sample_every)
     g.add_argument("--sample-steps", type=int, default=d.sample_steps)
