@@ -100,6 +100,10 @@ class Backend:
     def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
         raise NotImplementedError
 
+    # Reduced precisions this backend can sample in (load(..., precision=...)); fp32 is always there.
+    precisions: tuple[str, ...] = ()
+    no_bf16_reason = "it has no bf16 path in this toolkit"
+
 
 @dataclass(frozen=True)
 class BackendSpec:
@@ -232,10 +236,19 @@ def list_backends(checkpoint=None) -> list[BackendStatus]:
     return [backend_status(n, checkpoint) for n in backend_names()]
 
 
-def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedModel:
+PRECISIONS = ("fp32", "bf16")
+
+
+def load_model(name: str, checkpoint, device: Optional[str] = None, precision: str = "fp32") -> LoadedModel:
     """Load `checkpoint` (a folder of the toolkit's or a diffusers layout, a Hub repo id, or a
     diffusion_core.checkpoint.Checkpoint) on backend `name`;
-    BackendUnavailable says why it cannot run here (a missing framework, GPU or graph)."""
+    BackendUnavailable says why it cannot run here (a missing framework, GPU or graph).
+
+    precision: "fp32" (the default: exact, the same images on every backend) or "bf16", a fast
+    path where the backend has one (PyTorch: autocast on CPUs with bf16 instructions and on CUDA);
+    it trades a fraction of an 8-bit level per pixel for speed (README, "bf16 sampling")."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     from diffusion_core.allocator import tune_allocator
     tune_allocator()  # the API's first use: before the weights and activations are allocated
     checkpoint = _as_checkpoint(checkpoint)
@@ -243,7 +256,12 @@ def load_model(name: str, checkpoint, device: Optional[str] = None) -> LoadedMod
     reason = backend.unavailable_reason(checkpoint, device=device)
     if reason:
         raise BackendUnavailable(reason)
-    return backend.load(checkpoint, device=device)
+    if precision == "fp32":
+        return backend.load(checkpoint, device=device)
+    if precision not in backend.precisions:
+        raise BackendUnavailable(f"{backend.title or backend.name} cannot sample in {precision}: "
+                                 f"{backend.no_bf16_reason}; use precision='fp32' or the PyTorch backend")
+    return backend.load(checkpoint, device=device, precision=precision)
 
 
 def __getattr__(name: str):

@@ -25,9 +25,10 @@ class DiffusionPipeline:
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike | None = None, *, backend: str = "pytorch",
                         device: Optional[str] = None, revision: Optional[str] = None,
-                        token: Optional[str] = None) -> "DiffusionPipeline":
+                        token: Optional[str] = None, precision: str = "fp32") -> "DiffusionPipeline":
         """A checkpoint folder, or a Hub repo id (pulled into huggingface_hub's cache), on `backend`;
-        without one, the default model that ships with the toolkit."""
+        without one, the default model that ships with the toolkit. precision="bf16": the fast path
+        where the backend has one (see `backends.load_model`)."""
         from diffusion_core.paths import default_model_dir
 
         from . import _as_checkpoint, _looks_like_repo, load_model
@@ -39,7 +40,7 @@ class DiffusionPipeline:
                                          source=str(path_or_repo))
         else:
             checkpoint = _as_checkpoint(folder)
-        return cls(load_model(backend, checkpoint, device=device), checkpoint)
+        return cls(load_model(backend, checkpoint, device=device, precision=precision), checkpoint)
 
     @property
     def config(self):

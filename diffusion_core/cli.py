@@ -73,6 +73,9 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (with --class-label)")
     p.add_argument("--out", default="samples.png", help="a .png file for a grid, or a folder for one file per image")
     p.add_argument("--revision", default=None, help="with a Hub repo id: branch, tag or commit")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="fp32: exact, the same images on every backend; bf16: PyTorch autocast, faster on CPUs "
+                        "with bf16 instructions (bench/bf16.py measures speed and cost)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -84,7 +87,8 @@ def sample_main(argv: list[str]) -> int:
     from .paths import toolkit_backends
     DiffusionPipeline = toolkit_backends().DiffusionPipeline
     try:
-        pipe = DiffusionPipeline.from_pretrained(args.model, backend=args.backend, revision=args.revision)
+        pipe = DiffusionPipeline.from_pretrained(args.model, backend=args.backend, revision=args.revision,
+                                                 precision=args.precision)
         images = pipe(args.count, sampler=args.sampler, steps=args.steps, seed=args.seed,
                       class_labels=args.class_label, guidance_scale=args.guidance_scale,
                       progress=not args.quiet)

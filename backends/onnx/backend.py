@@ -16,6 +16,8 @@ from .runtime import EXPORT_COMMAND, RuntimeOptions, cuda_available, load_onnx_m
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     title = "ONNX Runtime"
+    no_bf16_reason = ("its CPU provider has no bf16 convolution (bench/onnx_speed.py --sections precision), "
+                      "and float16 ran at 1.01x")
     requires = ("onnxruntime",)
 
     def __init__(self, options: RuntimeOptions = RuntimeOptions()):

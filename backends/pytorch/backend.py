@@ -38,11 +38,14 @@ class PyTorchBackend(Backend):
             return f"PyTorch runs on 'cpu', 'cuda' or 'cuda:N', not {device!r}"
         return super().unavailable_reason(checkpoint)
 
-    def load(self, checkpoint, device: Optional[str] = None) -> LoadedModel:
+    precisions = ("bf16",)
+
+    def load(self, checkpoint, device: Optional[str] = None, precision: str = "fp32") -> LoadedModel:
         use_default_threads()
         config = checkpoint.config
         network = build_network(self.framework, config.network)
         load_state_from_numpy(network, checkpoint.weights)
-        model = TorchDenoiserModel(network, config.inputs, device=device or default_device())
+        model = TorchDenoiserModel(network, config.inputs, device=device or default_device(),
+                                   precision=precision)
         return LoadedModel(model=model, ops=model.ops, config=config, backend=self.name,
                            device=str(model.device))

@@ -55,8 +55,13 @@ class TorchDenoiserModel:
     """
 
     def __init__(self, network: nn.Module, declared: Optional[Sequence[ModelInput]] = None,
-                 device: str | torch.device = "cpu"):
-        """declared: the network's inputs; by default those its config's architecture declares."""
+                 device: str | torch.device = "cpu", precision: str = "fp32"):
+        """declared: the network's inputs; by default those its config's architecture declares.
+        precision "bf16": the forward runs under autocast (matmuls and convolutions in bf16, the
+        sampler's arithmetic and the returned output in float32)."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()  # eval: dropout off
         self.declared = tuple(declared if declared is not None else declared_inputs(network))
@@ -69,4 +74,7 @@ class TorchDenoiserModel:
         with torch.inference_mode():
             extra = complete_inputs(self.declared, inputs, x.shape[0], self.ops)
             time = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-            return self.network(x, time, *extra)
+            if self.precision == "fp32":
+                return self.network(x, time, *extra)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.network(x, time, *extra).float()
