@@ -81,6 +81,9 @@ def diffusers_configs():
         "diffusers dpm++2m karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
         "diffusers dpm++3m": (DPMSolverMultistepScheduler, {"solver_order": 3}),
         "diffusers dpm++3m karras": (DPMSolverMultistepScheduler, {"solver_order": 3, "use_karras_sigmas": True}),
+        # use_lu_lambdas: diffusers' own steps uniform in log-SNR, the counterpart of our logsnr spacing
+        "diffusers dpm++2m lu": (DPMSolverMultistepScheduler, {"use_lu_lambdas": True}),
+        "diffusers dpm++3m lu": (DPMSolverMultistepScheduler, {"solver_order": 3, "use_lu_lambdas": True}),
         "diffusers dpm++2m sde karras": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++",
                                                                         "use_karras_sigmas": True}),
         "diffusers unipc": (UniPCMultistepScheduler, {}),
