@@ -178,7 +178,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                         backend = gr.Dropdown(choices, value=first, label="Backend", elem_id="backend")
                         note = gr.Markdown(backend_note(service, first))
                         sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler", elem_id="sampler")
-                        steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                        steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                          elem_id="steps")
                         eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM only)",
                                         info="0: deterministic; 1: as noisy as DDPM", visible=False)
                         class_label = gr.Dropdown(service.class_choices(), value="any", label="Class",
@@ -209,7 +210,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                                              info="how much of the image is noised away and redrawn")
                         i2i_backend = gr.Dropdown(choices, value=first, label="Backend")
                         i2i_sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler")
-                        i2i_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                        i2i_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                              elem_id="i2i-steps")
                         i2i_class = gr.Dropdown(service.class_choices(), value="any", label="Class",
                                                 visible=conditional)
                         i2i_guidance = gr.Slider(0.0, 10.0, value=guidance_start, step=0.5,
@@ -231,7 +233,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                     reference = gr.Dropdown(choices, value=first, label="Reference backend")
                 with gr.Row():
                     compare_sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler")
-                    compare_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                    compare_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                              elem_id="compare-steps")
                     compare_seed = gr.Number(0, minimum=0, label="Seed")
                     compare_batch = gr.Slider(1, settings.max_batch, value=min(16, settings.max_batch), step=1,
                                               label="Images")
