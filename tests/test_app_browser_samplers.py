@@ -163,3 +163,22 @@ def test_every_sampler_draws_garments_at_its_defaults(shipped_url, page, classif
             bad.append(name)
     print("\n".join(f"{name}: {what}" for name, what in seen.items()))
     assert not bad, "noise, not garments: " + "; ".join(f"{name} ({seen[name]})" for name in bad)
+
+
+def test_advanced_options_follow_the_sampler(shipped_url, page):  # noqa: F811
+    page.goto(shipped_url, wait_until="load")
+    page.locator("#model-info").get_by_text("Model:").wait_for(timeout=60_000)
+    page.locator("#advanced").get_by_text("Advanced").first.click()
+    karras = page.locator("#karras")
+    karras.wait_for(state="visible", timeout=10_000)          # DPM-Solver++(2M) reads it
+    pick(page, "Sampler", SAMPLERS["ddim"].title)
+    karras.wait_for(state="hidden", timeout=10_000)           # DDIM does not
+    pick(page, "Sampler", SAMPLERS["heun"].title)
+    karras.wait_for(state="visible", timeout=10_000)
+    pick(page, "Timestep spacing", "logsnr")
+    karras.get_by_label("off", exact=True).check()
+    page.locator("#steps input[type=number]").fill("6")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    page.locator("#generate-summary").get_by_text("6 steps, logsnr spacing, Karras sigmas off").wait_for(
+        timeout=120_000)
