@@ -73,7 +73,23 @@ def test_endpoints_are_the_service_methods(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert sorted(api["named_endpoints"]) == ["/compare", "/generate", "/image_to_image", "/pull", "/push"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert names == ["backend", "sampler", "steps", "eta", "seed", "batch_size", "class_label", "guidance"]
+    # spacing and karras last, with defaults ("recommended"), so older positional calls still work
+    assert names == ["backend", "sampler", "steps", "eta", "seed", "batch_size", "class_label", "guidance",
+                     "spacing", "karras"]
+    for endpoint in ("/generate", "/image_to_image", "/compare"):
+        parameters = api["named_endpoints"][endpoint]["parameters"]
+        assert [p["parameter_name"] for p in parameters][-2:] == ["spacing", "karras"]
+        assert all(p["parameter_default"] == "recommended" for p in parameters[-2:])
+
+
+def test_spacing_and_karras_reach_the_sampler(client):
+    summary = generate(client, sampler="heun", steps=4)[2]
+    assert "trailing spacing, Karras sigmas on" in summary          # Heun's recommended settings
+    summary = client.predict("pytorch", "heun", 4, 0.0, 0, 2, "any", 1.0, "logsnr", "off", api_name="/generate")[2]
+    assert "logsnr spacing, Karras sigmas off" in summary
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="DDIM .* does not use Karras sigmas"):
+        client.predict("pytorch", "ddim", 4, 0.0, 0, 2, "any", 1.0, "recommended", "on", api_name="/generate")
 
 
 def test_generate(client):

@@ -102,6 +102,36 @@ def test_eta_is_read_by_ddim_only(service):
                               service.generate("pytorch", "ddim", 5, 0.0, 1, 2).images)
 
 
+def test_spacing_and_karras_default_to_the_registry_and_are_said(service):
+    assert "logsnr spacing, Karras sigmas off" in service.generate("pytorch", "unipc", 4, 0.0, 0, 2).summary
+    assert "trailing spacing, Karras sigmas on" in service.generate("pytorch", "heun", 3, 0.0, 0, 2).summary
+    ddim = service.generate("pytorch", "ddim", 4, 0.0, 0, 2).summary
+    assert "trailing spacing, seed" in ddim and "Karras" not in ddim     # DDIM has no Karras sigmas
+    picked = service.generate("pytorch", "unipc", 4, 0.0, 0, 2, spacing="trailing", karras="on")
+    assert "trailing spacing, Karras sigmas on" in picked.summary
+    recommended = service.generate("pytorch", "unipc", 4, 0.0, 0, 2)
+    explicit = service.generate("pytorch", "unipc", 4, 0.0, 0, 2, spacing="logsnr", karras="off")
+    np.testing.assert_array_equal(recommended.images, explicit.images)
+    assert not np.array_equal(recommended.images, picked.images)
+    # image-to-image takes them too
+    redrawn = service.image_to_image("pytorch", "heun", 3, 0, np.zeros((16, 16), np.uint8), 0.9, karras="off")
+    assert "Karras sigmas off" in redrawn.summary
+
+
+@pytest.mark.parametrize("sampler, spacing, karras, message", [
+    ("ddim", "recommended", "on", "DDIM .* does not use Karras sigmas .*; leave it at recommended"),
+    ("ddpm", "recommended", "on", "does not use Karras sigmas"),
+    ("euler", "cosine", "recommended", "unknown timestep spacing cosine; choose one of recommended, leading"),
+    ("euler", "recommended", "yes", "Karras sigmas must be one of recommended, on, off"),
+])
+def test_bad_spacing_or_karras_is_one_sentence(service, sampler, spacing, karras, message):
+    with pytest.raises(ServiceError, match=message):
+        service.generate("pytorch", sampler, 4, 0.0, 0, 2, spacing=spacing, karras=karras)
+    with pytest.raises(ServiceError, match=message):
+        service.image_to_image("pytorch", sampler, 4, 0, np.zeros((16, 16), np.uint8), 0.5, spacing=spacing,
+                               karras=karras)
+
+
 def test_ui_numbers_arrive_as_floats(service):
     np.testing.assert_array_equal(service.generate("pytorch", "ddim", 5.0, 0.0, 4.0, 2.0).images,
                                   service.generate("pytorch", "ddim", 5, 0.0, 4, 2).images)

@@ -28,12 +28,15 @@ import gradio as gr  # noqa: E402
 from webapp import CompareResult, DiffusionService, ServerSettings, Session  # noqa: E402
 from webapp.events import run_cancellable, shown_in_page  # noqa: E402
 from webapp.outbox import PngOutbox  # noqa: E402
+from webapp.requests import KARRAS_CHOICES, RECOMMENDED, SPACING_CHOICES, sampler_reads  # noqa: E402
+from diffusion_core import SAMPLERS  # noqa: E402
 
 QUEUE_SIZE = 64            # waiting requests beyond this are turned away with a message
 MAX_STEPS_SHOWN = 1000     # the steps slider's end; the service checks the model's own T
 SAMPLING = "sampling"      # the one concurrency group of every event that runs a model
 EXAMPLES = Path(__file__).resolve().parent / "examples"
-DEFAULT_SAMPLER, DEFAULT_STEPS = "dpmpp_2m", 20
+DEFAULT_SAMPLER = "dpmpp_2m"
+DEFAULT_STEPS = SAMPLERS[DEFAULT_SAMPLER].default_steps   # 20: ~1 s for 16 images (issue 15)
 DEFAULT_GUIDANCE = 3.0
 # System fonts: the page needs nothing from a font CDN, so it looks the same offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -62,6 +65,32 @@ def backend_note(service: DiffusionService, backend: Optional[str], session: Opt
             from webapp.text import plain
             return f"**{plain(status.title)} cannot run here:** {plain(status.reason, 400)}"
     return ""
+
+
+def advanced_sampler_options(sampler: str = DEFAULT_SAMPLER, elem_prefix: str = "") -> tuple:
+    """The "Advanced" accordion of a tab: timestep spacing and Karras sigmas, both "recommended"
+    (the registry's choice for the sampler, SamplerSpec.recommended) unless the visitor picks."""
+    with gr.Accordion("Advanced", open=False, elem_id=f"{elem_prefix}advanced"):
+        spacing = gr.Dropdown(list(SPACING_CHOICES), value=RECOMMENDED, label="Timestep spacing",
+                              info="recommended: the sampler's own; trailing starts from pure noise; "
+                                   "logsnr: uniform in log-SNR", elem_id=f"{elem_prefix}spacing",
+                              visible=sampler_reads(sampler, "spacing"))
+        karras = gr.Radio(list(KARRAS_CHOICES), value=RECOMMENDED, label="Karras sigmas",
+                          info="noise levels of Karras et al. 2022 (samplers that work in sigma)",
+                          elem_id=f"{elem_prefix}karras", visible=sampler_reads(sampler, "karras_sigmas"))
+    return spacing, karras
+
+
+def follow_sampler(sampler: gr.Dropdown, steps: gr.Slider, spacing: gr.Dropdown, karras: gr.Radio) -> None:
+    """On a sampler pick: steps to its registry default (SamplerSpec.default_steps); spacing and
+    Karras shown only where the sampler reads them (a hidden one goes back to recommended)."""
+    def options(name):
+        return tuple(gr.update(visible=True) if sampler_reads(name, option)
+                     else gr.update(visible=False, value=RECOMMENDED)
+                     for option in ("spacing", "karras_sigmas"))
+    sampler.change(lambda name: gr.update(value=SAMPLERS[name].default_steps) if name in SAMPLERS else gr.update(),
+                   sampler, steps, api_visibility="private")
+    sampler.change(options, sampler, [spacing, karras], api_visibility="private")
 
 
 def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> gr.Blocks:
@@ -94,32 +123,33 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
         frames = [(outbox.save(frame), caption) for frame, caption in result.frames]
         return outbox.save(result.grid), frames, result.summary
 
-    async def generate(backend, sampler, steps, eta, seed, batch_size, class_label, guidance, session,
-                       request: gr.Request, progress=gr.Progress()):
+    async def generate(backend, sampler, steps, eta, seed, batch_size, class_label, guidance, spacing, karras,
+                       session, request: gr.Request, progress=gr.Progress()):
         result = await run_cancellable(
             demo, request, settings.time_limit_s,
             lambda cancel: service.generate(backend, sampler, steps, eta, seed, batch_size, class_label,
-                                            guidance, session=session, cancel=cancel,
+                                            guidance, spacing, karras, session=session, cancel=cancel,
                                             progress=lambda done, what: progress(done, desc=what)))
         return to_page(result)
 
     async def image_to_image(backend, sampler, steps, seed, edited, strength, class_label, guidance,
-                             batch_size, session, request: gr.Request, progress=gr.Progress()):
+                             batch_size, spacing, karras, session, request: gr.Request, progress=gr.Progress()):
         image, mask = editor_parts(edited)
         result = await run_cancellable(
             demo, request, settings.time_limit_s,
             lambda cancel: service.image_to_image(backend, sampler, steps, seed, image, strength, mask,
-                                                  class_label, guidance, batch_size, session=session,
+                                                  class_label, guidance, batch_size, spacing, karras,
+                                                  session=session,
                                                   cancel=cancel,
                                                   progress=lambda done, what: progress(done, desc=what)))
         return to_page(result)
 
-    async def compare(backends, sampler, steps, seed, batch_size, reference, class_label, guidance, session,
-                      request: gr.Request, progress=gr.Progress()):
+    async def compare(backends, sampler, steps, seed, batch_size, reference, class_label, guidance, spacing,
+                      karras, session, request: gr.Request, progress=gr.Progress()):
         result: CompareResult = await run_cancellable(
             demo, request, settings.time_limit_s,
             lambda cancel: service.compare(backends, sampler, steps, seed, batch_size, reference, class_label,
-                                           guidance, session=session, cancel=cancel,
+                                           guidance, spacing, karras, session=session, cancel=cancel,
                                            progress=lambda done, what: progress(done, desc=what)))
         grids = [(outbox.save(run.grid), run.title) for run in result.runs if run.grid is not None]
         return grids, result.table()
@@ -148,7 +178,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                         backend = gr.Dropdown(choices, value=first, label="Backend", elem_id="backend")
                         note = gr.Markdown(backend_note(service, first))
                         sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler", elem_id="sampler")
-                        steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                        steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                          elem_id="steps")
                         eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM only)",
                                         info="0: deterministic; 1: as noisy as DDPM", visible=False)
                         class_label = gr.Dropdown(service.class_choices(), value="any", label="Class",
@@ -159,6 +190,7 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                         seed = gr.Number(0, minimum=0, label="Seed", elem_id="seed")
                         batch = gr.Slider(1, settings.max_batch, value=min(16, settings.max_batch), step=1,
                                           label=f"Images (at most {settings.max_batch} on this server)")
+                        spacing, karras = advanced_sampler_options()
                         run = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Column(scale=2):
                         grid = gr.Image(label="Samples", type="filepath", format="png", interactive=False,
@@ -178,7 +210,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                                              info="how much of the image is noised away and redrawn")
                         i2i_backend = gr.Dropdown(choices, value=first, label="Backend")
                         i2i_sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler")
-                        i2i_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                        i2i_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                              elem_id="i2i-steps")
                         i2i_class = gr.Dropdown(service.class_choices(), value="any", label="Class",
                                                 visible=conditional)
                         i2i_guidance = gr.Slider(0.0, 10.0, value=guidance_start, step=0.5,
@@ -186,6 +219,7 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                         i2i_seed = gr.Number(0, minimum=0, label="Seed")
                         i2i_batch = gr.Slider(1, settings.max_batch, value=min(8, settings.max_batch), step=1,
                                               label="Images")
+                        i2i_spacing, i2i_karras = advanced_sampler_options(elem_prefix="i2i-")
                         i2i_run = gr.Button("Redraw", variant="primary", elem_id="redraw")
                     with gr.Column(scale=2):
                         i2i_grid = gr.Image(label="Results", type="filepath", format="png",
@@ -199,7 +233,8 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                     reference = gr.Dropdown(choices, value=first, label="Reference backend")
                 with gr.Row():
                     compare_sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER, label="Sampler")
-                    compare_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps")
+                    compare_steps = gr.Slider(1, MAX_STEPS_SHOWN, value=DEFAULT_STEPS, step=1, label="Steps",
+                                              elem_id="compare-steps")
                     compare_seed = gr.Number(0, minimum=0, label="Seed")
                     compare_batch = gr.Slider(1, settings.max_batch, value=min(16, settings.max_batch), step=1,
                                               label="Images")
@@ -207,6 +242,7 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                                                 visible=conditional)
                     compare_guidance = gr.Slider(0.0, 10.0, value=guidance_start, step=0.5,
                                                  label="Guidance scale", visible=conditional)
+                compare_spacing, compare_karras = advanced_sampler_options(elem_prefix="compare-")
                 compare_run = gr.Button("Compare", variant="primary")
                 compare_grids = gr.Gallery(label="Same seed, each backend", columns=3, height="auto",
                                            format="png")
@@ -243,14 +279,20 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                        api_visibility="private")
         sampler.change(lambda name: gr.update(visible=service.sampler_uses_eta(name)), sampler, eta,
                        api_visibility="private")
+        for tab in ((sampler, steps, spacing, karras), (i2i_sampler, i2i_steps, i2i_spacing, i2i_karras),
+                    (compare_sampler, compare_steps, compare_spacing, compare_karras)):
+            follow_sampler(*tab)
         sampling = {"concurrency_id": SAMPLING, "concurrency_limit": concurrency}
-        run.click(generate, [backend, sampler, steps, eta, seed, batch, class_label, guidance, session],
+        run.click(generate, [backend, sampler, steps, eta, seed, batch, class_label, guidance, spacing, karras,
+                             session],
                   [grid, frames, summary], api_name="generate", **sampling)
         i2i_run.click(image_to_image, [i2i_backend, i2i_sampler, i2i_steps, i2i_seed, editor, strength, i2i_class,
-                                       i2i_guidance, i2i_batch, session], [i2i_grid, i2i_frames, i2i_summary],
+                                       i2i_guidance, i2i_batch, i2i_spacing, i2i_karras, session],
+                      [i2i_grid, i2i_frames, i2i_summary],
                       api_name="image_to_image", **sampling)
         compare_run.click(compare, [compared, compare_sampler, compare_steps, compare_seed, compare_batch,
-                                    reference, compare_class, compare_guidance, session],
+                                    reference, compare_class, compare_guidance, compare_spacing, compare_karras,
+                                    session],
                           [compare_grids, compare_table], api_name="compare", **sampling)
         pull_run.click(pull, [pull_repo, pull_revision, pull_token, session], [session, pull_status] + page,
                        api_name="pull", concurrency_limit=2)

@@ -12,6 +12,8 @@ from typing import Any, Optional
 import numpy as np
 
 from diffusion_core import SAMPLERS
+from diffusion_core.samplers import SamplerOptions
+from diffusion_core.timesteps import SPACINGS
 from diffusion_core.architectures import CLASS_LABEL, find_role, optional_inputs
 from diffusion_core.checkpoint import Checkpoint
 
@@ -62,6 +64,14 @@ class Request:
     batch_size: int
     label: Optional[int]          # None: the null class (unconditional)
     guidance_scale: float
+    settings: Optional["SamplerSettings"] = None   # spacing and Karras sigmas (check_sampler_settings)
+
+    def option_overrides(self) -> dict[str, Any]:
+        """The sampler options the visitor chose; sample() takes the recommended ones for the rest."""
+        return dict(self.settings.overrides) if self.settings else {}
+
+    def describe_settings(self) -> str:
+        return self.settings.describe() if self.settings else ""
 
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of LoadedModel.sample for the class and guidance parts."""
@@ -165,3 +175,56 @@ def model_mask(mask: Any, checkpoint: Checkpoint) -> Optional[np.ndarray]:
     _, height, width = checkpoint.config.sample_shape
     small = np.asarray(Image.fromarray(drawn).resize((width, height), Image.BOX), np.float32)
     return (small > 0)[None].astype(np.float32)
+
+
+# --- advanced sampler options: timestep spacing and Karras sigmas ------------------------------
+RECOMMENDED = "recommended"
+SPACING_CHOICES = (RECOMMENDED, *SPACINGS)
+KARRAS_CHOICES = (RECOMMENDED, "on", "off")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The page's spacing and Karras choices, checked against the sampler: `overrides` go to
+    `sample()` (which fills the rest from the registry's recommended settings), `spacing` and
+    `karras` are what the sampler then uses (karras None: the sampler does not read it)."""
+
+    overrides: dict[str, Any]
+    spacing: str
+    karras: Optional[bool]
+
+    def describe(self) -> str:
+        karras = "" if self.karras is None else f", Karras sigmas {'on' if self.karras else 'off'}"
+        return f", {self.spacing} spacing{karras}"
+
+
+def sampler_reads(sampler: str, option: str) -> bool:
+    return sampler in SAMPLERS and option in SAMPLERS[sampler].options
+
+
+def check_sampler_settings(sampler: str, spacing=RECOMMENDED, karras=RECOMMENDED) -> SamplerSettings:
+    """Spacing and Karras sigmas as the page offers them; "recommended" (or nothing) leaves the
+    registry's choice for the sampler (SamplerSpec.recommended)."""
+    spacing = spacing or RECOMMENDED
+    karras = karras or RECOMMENDED
+    if spacing not in SPACING_CHOICES:
+        raise ServiceError(f"unknown timestep spacing {plain(spacing, 40)}; choose one of "
+                           f"{', '.join(SPACING_CHOICES)}")
+    if karras not in KARRAS_CHOICES:
+        raise ServiceError(f"Karras sigmas must be one of {', '.join(KARRAS_CHOICES)}, got {plain(karras, 40)}")
+    spec = SAMPLERS[sampler]
+    if spacing != RECOMMENDED and "spacing" not in spec.options:
+        raise ServiceError(f"{spec.title} does not read the timestep spacing; leave it at {RECOMMENDED}")
+    if karras == "on" and "karras_sigmas" not in spec.options:
+        raise ServiceError(f"{spec.title} does not use Karras sigmas (only the samplers that work in "
+                           f"sigma do); leave it at {RECOMMENDED}")
+    overrides: dict[str, Any] = {}
+    if spacing != RECOMMENDED:
+        overrides["spacing"] = spacing
+    if karras != RECOMMENDED and "karras_sigmas" in spec.options:
+        overrides["karras_sigmas"] = karras == "on"
+    chosen = {**spec.recommended, **overrides}
+    uses_karras = "karras_sigmas" in spec.options
+    return SamplerSettings(overrides, chosen.get("spacing", SamplerOptions().spacing),
+                           bool(chosen.get("karras_sigmas", SamplerOptions().karras_sigmas)) if uses_karras
+                           else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -29,7 +30,8 @@ from diffusion_core.paths import default_model_dir
 from .images import X0Recorder, display_grid, pixel_difference
 from .models import ModelStore, Session
 from .pulls import HubPulls
-from .requests import ANY_CLASS, Request, check_request, class_choices, model_image, model_mask
+from .requests import (ANY_CLASS, RECOMMENDED, Request, check_request, check_sampler_settings, class_choices,
+                       model_image, model_mask)
 from .results import BackendRun, CompareResult, GenerateResult
 from .settings import ServerSettings, ServiceError, model_dir_from_env
 from .text import code, mask_token, plain
@@ -132,30 +134,34 @@ class DiffusionService:
         return sampler in SAMPLERS and "eta" in SAMPLERS[sampler].options
 
     def _request(self, checkpoint: Checkpoint, sampler, steps, seed, batch_size, class_label,
-                 guidance_scale) -> Request:
-        return check_request(checkpoint, self.settings, self.store.max_batch(checkpoint), sampler, steps,
-                             seed, batch_size, class_label, guidance_scale)
+                 guidance_scale, spacing=RECOMMENDED, karras=RECOMMENDED) -> Request:
+        request = check_request(checkpoint, self.settings, self.store.max_batch(checkpoint), sampler, steps,
+                                seed, batch_size, class_label, guidance_scale)
+        return replace(request, settings=check_sampler_settings(sampler, spacing, karras))
 
     def _token(self, cancel: Optional[CancelToken]) -> CancelToken:
         return cancel or CancelToken(self.settings.time_limit_s)
 
     # --- what a visitor can do ---------------------------------------------------------------
     def generate(self, backend: str, sampler: str, steps, eta, seed, batch_size, class_label=ANY_CLASS,
-                 guidance_scale=1.0, *, session: Optional[Session] = None, progress: Optional[Progress] = None,
-                 cancel: Optional[CancelToken] = None) -> GenerateResult:
-        """Sample batch_size images; eta is read only by samplers that have it (DDIM)."""
+                 guidance_scale=1.0, spacing=RECOMMENDED, karras=RECOMMENDED, *, session: Optional[Session] = None,
+                 progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> GenerateResult:
+        """Sample batch_size images; eta is read only by samplers that have it (DDIM); spacing and
+        karras ("recommended": the registry's choice for the sampler) only by those that read them."""
         checkpoint = self.checkpoint(session)  # once: a pull during this request does not change it
-        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale,
+                                spacing, karras)
         options = {"eta": float(eta)} if self.sampler_uses_eta(sampler) and eta is not None else {}
         return self._run(backend, checkpoint, request, options, progress, cancel, what="")
 
     def image_to_image(self, backend: str, sampler: str, steps, seed, image, strength, mask=None,
-                       class_label=ANY_CLASS, guidance_scale=1.0, batch_size=4, *,
-                       session: Optional[Session] = None, progress: Optional[Progress] = None,
-                       cancel: Optional[CancelToken] = None) -> GenerateResult:
+                       class_label=ANY_CLASS, guidance_scale=1.0, batch_size=4, spacing=RECOMMENDED,
+                       karras=RECOMMENDED, *, session: Optional[Session] = None,
+                       progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> GenerateResult:
         """SDEdit from `image` at `strength`; with a drawn `mask`, inpaint what is drawn."""
         checkpoint = self.checkpoint(session)
-        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale,
+                                spacing, karras)
         from .requests import number
         strength = number(strength, "strength", 0.01, 1.0)
         init, drawn = model_image(image, checkpoint), model_mask(mask, checkpoint)
@@ -174,7 +180,7 @@ class DiffusionService:
         try:
             images = model.sample(batch_size=request.batch_size, sampler=request.sampler, steps=request.steps,
                                   seed=request.seed, callback=recorder, cancel=token,
-                                  **request.sample_kwargs(), **options)
+                                  **request.sample_kwargs(), **request.option_overrides(), **options)
         except Cancelled as error:
             raise ServiceError(str(error)) from None
         except ValueError as error:  # the core's own checks (strength too small for the steps, ...)
@@ -182,7 +188,8 @@ class DiffusionService:
         seconds = recorder.seconds
         eta = f", eta {options['eta']:g}" if "eta" in options else ""
         summary = (f"{request.batch_size} image{'s' if request.batch_size > 1 else ''} with "
-                   f"{SAMPLERS[request.sampler].title}, {request.steps} steps, seed {request.seed}{eta}"
+                   f"{SAMPLERS[request.sampler].title}, {request.steps} steps{request.describe_settings()}, "
+                   f"seed {request.seed}{eta}"
                    f"{request.describe(checkpoint)}{what}, on {self.store.title(backend, checkpoint)} "
                    f"({model.device}): {seconds:.2f} s, {1000 * seconds / request.steps:.1f} ms per step, "
                    f"{request.batch_size / max(seconds, 1e-9):.1f} images/s")
@@ -190,12 +197,14 @@ class DiffusionService:
                               images=images, seconds=seconds, summary=summary)
 
     def compare(self, backends: Sequence[str], sampler: str, steps, seed, batch_size, reference: str,
-                class_label=ANY_CLASS, guidance_scale=1.0, *, session: Optional[Session] = None,
-                progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> CompareResult:
+                class_label=ANY_CLASS, guidance_scale=1.0, spacing=RECOMMENDED, karras=RECOMMENDED, *,
+                session: Optional[Session] = None, progress: Optional[Progress] = None,
+                cancel: Optional[CancelToken] = None) -> CompareResult:
         """The same request (same seed) on several backends, one after another, timed, and each
         compared pixel by pixel with the reference backend (which is run too if not picked)."""
         checkpoint = self.checkpoint(session)
-        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale)
+        request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale,
+                                spacing, karras)
         if not reference:
             raise ServiceError("pick a reference backend to measure the differences from")
         names = list(dict.fromkeys([reference, *(backends or [])]))  # reference first, no repeats
@@ -222,7 +231,7 @@ class DiffusionService:
             try:
                 images = model.sample(batch_size=request.batch_size, sampler=request.sampler,
                                       steps=request.steps, seed=request.seed, callback=recorder,
-                                      cancel=token, **request.sample_kwargs())
+                                      cancel=token, **request.sample_kwargs(), **request.option_overrides())
             except Cancelled as error:
                 raise ServiceError(str(error)) from None
             if reference_images is None:

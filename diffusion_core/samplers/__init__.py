@@ -40,7 +40,8 @@ _LOGSNR = {"spacing": "logsnr"}
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("ddpm", sample_ddpm, "DDPM, ancestral (Ho et al. 2020)", COMMON_OPTIONS | {"variance"}),
     SamplerSpec("ddim", sample_ddim, "DDIM (Song et al. 2021)", COMMON_OPTIONS | {"eta"}),
-    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, "DPM-Solver++(2M) (Lu et al. 2022)", _SIGMA),
+    # 20 steps: FD 9.13 on the shipped model (15.9 at 10), the app's default at ~1 s for 16 images
+    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, "DPM-Solver++(2M) (Lu et al. 2022)", _SIGMA, default_steps=20),
     SamplerSpec("dpmpp_3m", sample_dpmpp_3m, "DPM-Solver++(3M) (Lu et al. 2022)", _MULTISTEP,
                 recommended=_LOGSNR, default_steps=20),
     SamplerSpec("dpmpp_2m_sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE (Lu et al. 2022)",
