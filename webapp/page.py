@@ -35,8 +35,10 @@ QUEUE_SIZE = 64            # waiting requests beyond this are turned away with a
 MAX_STEPS_SHOWN = 1000     # the steps slider's end; the service checks the model's own T
 SAMPLING = "sampling"      # the one concurrency group of every event that runs a model
 EXAMPLES = Path(__file__).resolve().parent / "examples"
-DEFAULT_SAMPLER = "dpmpp_2m"
-DEFAULT_STEPS = SAMPLERS[DEFAULT_SAMPLER].default_steps   # 20: ~1 s for 16 images (issue 15)
+# The measured best at ~1 s for 16 images (20 calls): FD 5.74 on the shipped model, against
+# UniPC 5.82 (trailing) / 6.20, DPM++(3M) 6.14, DPM++(2M) 6.41 (bench/sampler_quality.py, 500 samples)
+DEFAULT_SAMPLER = "dpmpp_2m_sde"
+DEFAULT_STEPS = SAMPLERS[DEFAULT_SAMPLER].default_steps   # 20
 DEFAULT_GUIDANCE = 3.0
 # System fonts: the page needs nothing from a font CDN, so it looks the same offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
