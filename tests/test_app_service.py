@@ -215,12 +215,17 @@ def test_concurrent_requests_match_a_solo_run(service):
         np.testing.assert_array_equal(images, solo)
 
 
-def test_torch_threads_are_set_deliberately(tmp_path, monkeypatch):
+def test_torch_threads_are_set_deliberately_when_the_first_model_loads(tmp_path_factory, monkeypatch):
     import torch
     before = torch.get_num_threads()
     monkeypatch.setenv("DIFFUSION_TORCH_THREADS", "1")
     try:
-        assert DiffusionService(tmp_path).settings.torch_threads == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        service = DiffusionService(tiny_checkpoint(tmp_path_factory, onnx=False))
+        assert service.settings.torch_threads == 1
+        assert torch.get_num_threads() == 2          # start-up leaves torch alone (and unimported)
+        service.store.model("pytorch", service.store.checkpoint(service.default_session.folder))
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

@@ -8,6 +8,8 @@ caches are bounded, least recently used first out, so strangers pulling models c
 """
 from __future__ import annotations
 
+import importlib.util
+
 import threading
 import time
 from collections import OrderedDict
@@ -41,6 +43,7 @@ class ModelStore:
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._statuses: dict[str, list[BackendStatus]] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._torch_threads_set = False
 
     # --- checkpoints -------------------------------------------------------------------------
     def checkpoint(self, folder: Path) -> Checkpoint:
@@ -114,6 +117,7 @@ class ModelStore:
                     self._models.move_to_end(key)
                     return model, 0.0
             start = time.perf_counter()
+            self._set_torch_threads()
             try:
                 model = load_model(backend, checkpoint)
             except BackendUnavailable as error:
@@ -123,6 +127,16 @@ class ModelStore:
                 while len(self._models) > MODELS_KEPT:  # requests running keep their own reference
                     self._models.popitem(last=False)
             return model, time.perf_counter() - start
+
+    def _set_torch_threads(self) -> None:
+        """torch's thread count, a process-wide setting, made before the first model loads rather
+        than at start-up: importing torch there cost the first page ~3 s (bench/startup.py)."""
+        with self._lock:
+            if self._torch_threads_set or importlib.util.find_spec("torch") is None:
+                return
+            import torch
+            torch.set_num_threads(self.settings.torch_threads)
+            self._torch_threads_set = True
 
     def title(self, backend: str, checkpoint: Optional[Checkpoint]) -> str:
         return next((s.title for s in self.statuses(checkpoint) if s.name == backend), backend)

@@ -12,7 +12,6 @@ step if it is cancelled, abandoned or runs past the time limit.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -66,10 +65,8 @@ class DiffusionService:
         self.default_session = Session(folder, shown_path(folder))
         self.store = ModelStore(self.settings)
         self.pulls = HubPulls(self.settings, Path(hub_cache_dir) if hub_cache_dir else None, endpoint)
-        if importlib.util.find_spec("torch") is not None:
-            # A process-wide setting, made once here rather than left to torch's default of every core.
-            import torch
-            torch.set_num_threads(self.settings.torch_threads)
+        # torch's thread count is set by the store before the first model loads (not here: importing
+        # torch at start-up delayed the first page)
 
     @property
     def max_batch(self) -> int:
