@@ -90,6 +90,17 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+
+def reference_and_floor(classifier, samples: int, seed: int):
+    """The test set's features, and the floor: `samples` real training images measured against
+    them (printed), the best a model's samples can score at that count."""
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    reference = classifier.features(test.images)
+    pick = np.random.default_rng(seed).choice(len(train), samples, replace=False)
+    floor = measure(classifier, train.images[pick], reference)
+    print(f"floor (real training images): FD {floor['fd']:.2f}  KID {floor['kid']:.4f}")
+    return reference, floor
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "models" / "default"))
@@ -110,11 +121,7 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     loaded = load_model(args.backend, args.model, device=args.device)
     classifier = load_classifier()
-    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-    reference = classifier.features(test.images)
-    pick = np.random.default_rng(args.seed).choice(len(train), args.samples, replace=False)
-    floor = measure(classifier, train.images[pick], reference)
-    print(f"floor (real training images): FD {floor['fd']:.2f}  KID {floor['kid']:.4f}")
+    reference, floor = reference_and_floor(classifier, args.samples, args.seed)
     plan = [(s, n) for s in args.samplers.split(",") for n in steps]
     if not args.no_ddpm_1000:
         plan.append(("ddpm", loaded.config.diffusion.num_train_timesteps))
@@ -132,7 +139,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": os.path.relpath(args.model, ROOT) if Path(args.model).is_absolute() else args.model,
             "backend": args.backend, "device": loaded.device, "samples": args.samples,
-            "reference": len(test), "seed": args.seed, "options": options}
+            "reference": len(reference), "seed": args.seed, "options": options}
     write_atomically(out / "quality.json", (json.dumps({"meta": meta, "floor": floor, "results": results},
                                                        indent=2) + "\n").encode())
     write_atomically(out / "quality.md", markdown(results, floor, steps, meta).encode())

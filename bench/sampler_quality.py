@@ -15,12 +15,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from bench.quality import plot
+from bench.quality import plot, reference_and_floor
 from backends import load_model
 from diffusion_core import SAMPLERS
-from diffusion_core.data import load_fashion_mnist
 from diffusion_core.files import write_atomically
 from diffusion_core.quality import load_classifier
 from diffusion_core.quality.evaluate import generate, measure
@@ -42,11 +40,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     loaded = load_model(args.backend, args.model_dir)
     classifier = load_classifier()
-    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-    reference = classifier.features(test.images)
-    pick = np.random.default_rng(args.seed).choice(len(train), args.samples, replace=False)
-    floor = measure(classifier, train.images[pick], reference)
-    print(f"floor (real training images): FD {floor['fd']:.2f}  KID {floor['kid']:.4f}")
+    reference, floor = reference_and_floor(classifier, args.samples, args.seed)
     results = []
     for sampler in args.samplers.split(","):
         spec = SAMPLERS[sampler]

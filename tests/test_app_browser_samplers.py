@@ -13,22 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (CI does) to run the "
-                "browser test", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright (python package) is in requirements.txt")
-pytest.importorskip("torch", reason="the app's tests build their tiny model with PyTorch")
-
+# test_app_browser skips this module as it skips itself (no Chromium, playwright or torch), and
+# lends its page fixture, its dropdown helper and its warning filters
+from test_app_browser import page, pick, pytestmark  # noqa: E402, F401  (page is a fixture)
 from test_app_api import launch_app  # noqa: E402
-from test_app_browser import page, pick  # noqa: E402, F401  (page is a fixture)
 
 from diffusion_core import SAMPLERS  # noqa: E402
 from diffusion_core.data import TARGET_CELL_PIXELS, make_grid  # noqa: E402
-
-pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-              pytest.mark.filterwarnings("ignore:`np.bool8` is a deprecated alias")]
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 BATCH = 8          # launch_app's max_batch, so the page's Images slider starts there
