@@ -11,6 +11,10 @@
 # Labels are dropped to the null class with p = 0.5: an earlier run with p = 0.2 (16,000 steps) drew
 # worse unconditional samples than the previous unconditional model (FD 8.98 against 6.71, 2,000
 # samples, DPM-Solver++ 20 steps), its null class having seen a fifth of the images.
+# 9,500 steps (10 epochs): its null class already draws better unconditional samples than the
+# previous model (FD 6.18 against 6.71, the protocol above), and 99% of its guided samples (w = 3)
+# are the requested class. The run was planned for 15,000; the learning rate is constant, so a
+# checkpoint at step N is the same as a run of --steps N.
 # STEPS overrides the step count; extra flags are passed on (e.g. --device cuda, --resume).
 set -euo pipefail
 OUT=${1:-runs/default}
@@ -20,4 +24,4 @@ exec "$PYTHON" -m backends.pytorch.train --data fashion-mnist --dim 16 --dim-mul
   --prediction v --loss-weighting min_snr --class-conditional --cond-drop-prob 0.5 --bf16 --batch-size 64 \
   --lr 3e-4 --warmup-steps 500 --ema-decay 0.999 --ema-warmup 1000 --sample-every 3000 --sample-steps 20 \
   --sample-sampler dpmpp_2m --checkpoint-every 500 --log-every 250 --num-threads 1 \
-  --out "$OUT" --steps "${STEPS:-15000}" "${@:2}"
+  --out "$OUT" --steps "${STEPS:-9500}" "${@:2}"
