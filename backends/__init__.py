@@ -49,6 +49,7 @@ class LoadedModel:
                 kwargs.setdefault(name, value)
         if kwargs.get("x_T") is None:
             kwargs.setdefault("shape", (batch_size, *cfg.sample_shape))
+        kwargs.setdefault("fitted_timesteps", cfg.fitted_timesteps)  # spacing "optimized"
         return sample(self.model, cfg.diffusion.make_schedule(), ops=self.ops,
                       prediction_type=cfg.diffusion.prediction_type, model_inputs=cfg.inputs, **kwargs)
 

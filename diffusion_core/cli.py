@@ -8,6 +8,7 @@
     pull      download a checkpoint from the Hub
     app       serve the web app
     quality   FD / KID (and per-class accuracy) of a model by the yardstick
+    fit-timesteps  fit a sampler's timesteps on a model and store them with it
 
 Each subcommand has its own --help naming every flag and its default. Frameworks are imported only
 by the subcommand that needs them, so `diffusion-toolkit --help` needs NumPy alone.
@@ -25,6 +26,7 @@ DELEGATED = {
     "push": ("diffusion_core.hub", "upload a checkpoint folder to the Hugging Face Hub"),
     "pull": ("diffusion_core.hub", "download a checkpoint from the Hugging Face Hub"),
     "app": ("webapp.page", "serve the web app (generate, image-to-image, compare, Hub)"),
+    "fit-timesteps": ("diffusion_core.fit_timesteps", "fit a sampler's timesteps on a model"),
 }
 TRAINERS = {"pytorch": "backends.pytorch.train", "mindspore": "backends.mindspore.train"}
 EXPORTERS = {"pytorch": "backends.onnx.export", "mindspore": "backends.mindspore.export"}
@@ -160,7 +162,8 @@ def quality_main(argv: list[str]) -> int:
 def overview() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffusion-toolkit", formatter_class=_Formatter, description=__doc__,
                                 epilog="`diffusion-toolkit <subcommand> --help` explains that subcommand's flags.")
-    p.add_argument("subcommand", choices=["train", "sample", "convert", "export", "push", "pull", "app", "quality"])
+    p.add_argument("subcommand", choices=["train", "sample", "convert", "export", "push", "pull", "app", "quality",
+                                                "fit-timesteps"])
     return p
 
 

@@ -6,7 +6,9 @@ config.json, format version 2:
      "architecture": "unet",             a name in the architecture registry
      "network": {...},                   that architecture's typed config
      "diffusion": {...},                 DiffusionConfig: the forward process and the objective
-     "notes": {...}}                     provenance: dataset, steps, command, licence, ...
+     "notes": {...},                     provenance: dataset, steps, command, licence, ...
+     "fitted_timesteps": {...}}          optional: {sampler: {steps: [t, ...]}} fitted on this model
+                                         (diffusion_core/samplers/fit.py; spacing "optimized")
 
 Version 1 (the first release) had "unet" where version 2 has "architecture" + "network"; it is
 read as architecture "unet" with the same weights, so every v1 checkpoint loads unchanged.
@@ -110,9 +112,17 @@ class ModelConfig:
     network: Any = field(default_factory=UnetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     notes: dict = field(default_factory=dict, hash=False, compare=False)  # dataset, steps, ...
+    # {sampler: {steps: (t, ...)}}: sampling settings fitted on the weights, not part of the network
+    fitted_timesteps: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         architecture_of(self.network)  # a config of a registered architecture, or ConfigError
+        from .timesteps import check_fitted_table
+        try:
+            table = check_fitted_table(self.fitted_timesteps, self.diffusion.num_train_timesteps)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        object.__setattr__(self, "fitted_timesteps", table)
         if not isinstance(self.notes, dict):
             raise ConfigError(f"notes must be a JSON object of provenance notes, got "
                               f"{type(self.notes).__name__}")
@@ -139,9 +149,13 @@ class ModelConfig:
     # --- config.json -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         arch = self.architecture
-        return {"format_version": FORMAT_VERSION, "architecture": arch.name,
+        data = {"format_version": FORMAT_VERSION, "architecture": arch.name,
                 "network": arch.config_to_dict(self.network), "diffusion": as_json(self.diffusion),
                 "notes": dict(self.notes)}
+        if self.fitted_timesteps:
+            data["fitted_timesteps"] = {name: {str(n): list(ts) for n, ts in sorted(per.items())}
+                                        for name, per in self.fitted_timesteps.items()}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -157,15 +171,15 @@ class ModelConfig:
             check_keys(data, {"format_version", "unet", "diffusion", "notes"}, "config.json")
             arch, network = get_architecture("unet"), data.get("unet", {})
         else:
-            check_keys(data, {"format_version", "architecture", "network", "diffusion", "notes"},
-                       "config.json")
+            check_keys(data, {"format_version", "architecture", "network", "diffusion", "notes",
+                              "fitted_timesteps"}, "config.json")
             if "architecture" not in data:
                 raise ConfigError("config.json (format 2) names no architecture; add "
                                   "\"architecture\": \"unet\" (or the name of its network)")
             arch, network = get_architecture(data["architecture"]), data.get("network", {})
         return cls(network=arch.parse_config(network, "network" if version == 2 else "unet"),
                    diffusion=parse_dataclass(DiffusionConfig, data.get("diffusion", {}), "diffusion"),
-                   notes=data.get("notes", {}))
+                   notes=data.get("notes", {}), fitted_timesteps=data.get("fitted_timesteps", {}))
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":

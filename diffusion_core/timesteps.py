@@ -10,7 +10,10 @@ import numpy as np
 
 from .schedules import NoiseSchedule
 
-SPACINGS = ("leading", "trailing", "linspace", "logsnr")
+SPACINGS = ("leading", "trailing", "linspace", "logsnr", "optimized")
+# "optimized": timesteps fitted on a model for one sampler and step count (samplers/fit.py) and
+# stored in its config.json; the only spacing that is not a formula of (T, steps).
+OPTIMIZED = "optimized"
 
 # Where alpha_bar is exactly 0 (zero terminal SNR) sigma is infinite; like diffusers, samplers that
 # work in sigma use alpha_bar = 2**-24 there instead (sigma ~ 4096), the smallest step away from 0.
@@ -36,6 +39,9 @@ def spaced_timesteps(spacing: str, num_train_timesteps: int, steps: int, *, step
     T = num_train_timesteps
     if spacing not in SPACINGS:
         raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if spacing == OPTIMIZED:
+        raise ValueError("optimized spacing is not a formula: it comes from a model's fitted timesteps "
+                         "(`diffusion-toolkit fit-timesteps`), which sample() looks up")
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer between 1 and the number of training timesteps "
                          f"T = {T}, got {steps!r}")
@@ -69,6 +75,48 @@ def _logsnr_timesteps(schedule: NoiseSchedule | None, T: int, steps: int, fracti
         raise ValueError(f"logsnr spacing with {steps} steps visits some integer timestep twice; "
                          f"use fewer steps or a sampler that takes fractional timesteps")
     return ts
+
+
+def check_timesteps(timesteps, num_train_timesteps: int, *, integer: bool = False) -> np.ndarray:
+    """A user's (or a fit's) own timesteps, validated: strictly descending, in [0, T-1], finite.
+
+    integer: for samplers that index the schedule (ddpm, ddim); fractional values are rounded and
+    must stay distinct.
+    """
+    ts = np.asarray(timesteps, dtype=np.float64)
+    T = num_train_timesteps
+    if ts.ndim != 1 or ts.size < 1 or not np.all(np.isfinite(ts)):
+        raise ValueError(f"timesteps must be a non-empty list of finite numbers, got {timesteps!r}")
+    if np.any(ts < 0) or np.any(ts > T - 1):
+        raise ValueError(f"timesteps must lie in [0, {T - 1}] (the training timesteps), got "
+                         f"{ts.min():.4g} to {ts.max():.4g}")
+    if integer:
+        ts = np.round(ts)
+    if np.any(np.diff(ts) >= 0):
+        raise ValueError("timesteps must be strictly descending (from noise to image)"
+                         + (" after rounding to integers" if integer else ""))
+    return ts.astype(np.int64) if integer else ts
+
+
+def check_fitted_table(table, num_train_timesteps: int) -> dict[str, dict[int, tuple[float, ...]]]:
+    """config.json's "fitted_timesteps": {sampler: {steps: [descending timesteps, `steps` long]}}."""
+    if not isinstance(table, dict):
+        raise ValueError(f"fitted_timesteps must be an object {{sampler: {{steps: [timesteps]}}}}, "
+                         f"got {type(table).__name__}")
+    out: dict[str, dict[int, tuple[float, ...]]] = {}
+    for sampler, per_steps in table.items():
+        if not isinstance(per_steps, dict):
+            raise ValueError(f"fitted_timesteps[{sampler!r}] must map a step count to timesteps")
+        out[str(sampler)] = {}
+        for steps, ts in per_steps.items():
+            if not str(steps).isdigit() or int(steps) < 1:
+                raise ValueError(f"fitted_timesteps[{sampler!r}]: {steps!r} is not a step count")
+            checked = check_timesteps(ts, num_train_timesteps)
+            if checked.size != int(steps):
+                raise ValueError(f"fitted_timesteps[{sampler!r}][{steps}] holds {checked.size} timesteps, "
+                                 f"not {steps}")
+            out[str(sampler)][int(steps)] = tuple(float(t) for t in checked)
+    return out
 
 
 def sigma_at(schedule: NoiseSchedule, t: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ from typing import Any, Optional
 import numpy as np
 
 from diffusion_core import SAMPLERS
-from diffusion_core.samplers import SamplerOptions
-from diffusion_core.timesteps import SPACINGS
+from diffusion_core.samplers import SamplerOptions, fitted_for, recommended_settings
+from diffusion_core.timesteps import OPTIMIZED, SPACINGS
 from diffusion_core.architectures import CLASS_LABEL, find_role, optional_inputs
 from diffusion_core.checkpoint import Checkpoint
 
@@ -202,9 +202,11 @@ def sampler_reads(sampler: str, option: str) -> bool:
     return sampler in SAMPLERS and option in SAMPLERS[sampler].options
 
 
-def check_sampler_settings(sampler: str, spacing=RECOMMENDED, karras=RECOMMENDED) -> SamplerSettings:
+def check_sampler_settings(sampler: str, spacing=RECOMMENDED, karras=RECOMMENDED, steps: Optional[int] = None,
+                           fitted_timesteps: Optional[dict] = None) -> SamplerSettings:
     """Spacing and Karras sigmas as the page offers them; "recommended" (or nothing) leaves the
-    registry's choice for the sampler (SamplerSpec.recommended)."""
+    core's choice for the sampler (samplers.recommended_settings: the registry's, or timesteps
+    fitted on the model at this step count)."""
     spacing = spacing or RECOMMENDED
     karras = karras or RECOMMENDED
     if spacing not in SPACING_CHOICES:
@@ -223,7 +225,14 @@ def check_sampler_settings(sampler: str, spacing=RECOMMENDED, karras=RECOMMENDED
         overrides["spacing"] = spacing
     if karras != RECOMMENDED and "karras_sigmas" in spec.options:
         overrides["karras_sigmas"] = karras == "on"
-    chosen = {**spec.recommended, **overrides}
+    if not overrides:
+        chosen = recommended_settings(sampler, steps, fitted_timesteps)
+    else:
+        chosen = {**spec.recommended, **overrides}
+    if chosen.get("spacing") == OPTIMIZED and fitted_for(fitted_timesteps, sampler,
+                                                         steps or spec.default_steps) is None:
+        raise ServiceError(f"this model has no timesteps fitted for {spec.title} at "
+                           f"{steps or spec.default_steps} steps; pick another spacing")
     uses_karras = "karras_sigmas" in spec.options
     return SamplerSettings(overrides, chosen.get("spacing", SamplerOptions().spacing),
                            bool(chosen.get("karras_sigmas", SamplerOptions().karras_sigmas)) if uses_karras

@@ -134,7 +134,8 @@ class DiffusionService:
                  guidance_scale, spacing=RECOMMENDED, karras=RECOMMENDED) -> Request:
         request = check_request(checkpoint, self.settings, self.store.max_batch(checkpoint), sampler, steps,
                                 seed, batch_size, class_label, guidance_scale)
-        return replace(request, settings=check_sampler_settings(sampler, spacing, karras))
+        return replace(request, settings=check_sampler_settings(sampler, spacing, karras, request.steps,
+                                                                checkpoint.config.fitted_timesteps))
 
     def _token(self, cancel: Optional[CancelToken]) -> CancelToken:
         return cancel or CancelToken(self.settings.time_limit_s)

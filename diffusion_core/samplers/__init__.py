@@ -11,7 +11,7 @@ from .. import conditioning
 from ..denoise import X0Processing, build_denoiser
 from ..ops import NUMPY, Ops
 from ..schedules import NoiseSchedule
-from ..timesteps import spaced_timesteps
+from ..timesteps import OPTIMIZED, check_fitted_table, check_timesteps, spaced_timesteps
 from .base import (COMMON_OPTIONS, MULTISTEP_OPTIONS, Callback, NoiseSource, SamplerContext, SamplerOptions,
                    SamplerSpec, StepInfo, noise_generators)
 from .ddim import sample_ddim
@@ -73,6 +73,25 @@ def get_sampler(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def fitted_for(fitted_timesteps: Optional[Mapping], sampler: str, steps: int) -> Optional[tuple[float, ...]]:
+    """The timesteps fitted for `sampler` at `steps` (a model's config.fitted_timesteps), or None."""
+    return ((fitted_timesteps or {}).get(sampler) or {}).get(int(steps))
+
+
+def recommended_settings(sampler: str, steps: Optional[int] = None,
+                         fitted_timesteps: Optional[Mapping] = None) -> dict[str, Any]:
+    """What sample() uses when the caller sets neither spacing nor Karras sigmas: the registry's
+    recommended settings, or the model's fitted timesteps where it has them for this sampler and
+    step count (bench/sampler_quality.py measures both on the shipped model)."""
+    spec = get_sampler(sampler)
+    steps = spec.default_steps if steps is None else steps
+    chosen = dict(spec.recommended)
+    if fitted_for(fitted_timesteps, sampler, steps) is not None:
+        chosen.pop("karras_sigmas", None)
+        chosen["spacing"] = OPTIMIZED
+    return chosen
+
+
 def make_options(sampler: str, options: Optional[SamplerOptions] = None, **overrides: Any) -> SamplerOptions:
     """Validated options for `sampler`: unknown names and options the sampler ignores are errors."""
     spec = get_sampler(sampler)
@@ -98,6 +117,7 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
            guidance_rescale: float = 0.0, guidance_interval: Optional[Sequence[float]] = None,
            init_image: Optional[np.ndarray] = None, strength: float = 1.0,
            mask: Optional[np.ndarray] = None, options: Optional[SamplerOptions] = None,
+           timesteps: Optional[Sequence[float]] = None, fitted_timesteps: Optional[Mapping] = None,
            callback: Optional[Callback] = None, cancel: Optional[Any] = None,
            **option_overrides: Any) -> np.ndarray:
     """Draw images with a trained model; returns a float32 NumPy array shaped like x_T (~[-1, 1]).
@@ -115,22 +135,54 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
              class-conditional sampling, classifier-free guidance, image-to-image and inpainting
              (diffusion_core/conditioning.py says what each means and accepts).
     steps:   model steps; None takes the sampler's `default_steps`.
+    timesteps: the caller's own descending timesteps (then `steps` is their number), instead of a
+             spacing.
+    fitted_timesteps: {sampler: {steps: timesteps}} fitted on this model (its config's
+             `fitted_timesteps`, samplers/fit.py); spacing "optimized" reads them, and they are the
+             recommended spacing where they exist for this sampler and step count.
     options / option_overrides: `SamplerOptions` fields, e.g. eta=0.5, spacing="leading". Without
-             `options`, the sampler's `recommended` settings fill what the overrides leave out.
+             `options`, `recommended_settings` fill what the overrides leave out.
     callback: called with a `StepInfo` after every step (progress bars, x0 previews).
     cancel:  a diffusion_core.cancel.CancelToken checked after every step (raises Cancelled).
     """
     spec = get_sampler(sampler)
+    if timesteps is not None:
+        timesteps = check_timesteps(timesteps, schedule.num_train_timesteps,
+                                    integer=spec.name in INTEGER_TIMESTEPS)
+        if steps is not None and steps != len(timesteps):
+            raise ValueError(f"steps={steps} disagrees with the {len(timesteps)} timesteps given")
+        steps = len(timesteps)
     steps = spec.default_steps if steps is None else steps
-    recommended = spec.recommended if options is None else {}
+    fitted = check_fitted_table(fitted_timesteps or {}, schedule.num_train_timesteps)
+    if options is not None:
+        recommended = {}
+    elif timesteps is not None:   # the caller placed the steps: nothing may move them
+        recommended = {k: v for k, v in spec.recommended.items() if k not in ("spacing", "karras_sigmas")}
+    elif {"spacing", "karras_sigmas"} & set(option_overrides):
+        recommended = spec.recommended   # the caller chose a spacing: no fitted one behind their back
+    else:
+        recommended = recommended_settings(sampler, steps, fitted)
     opts = make_options(sampler, options, **{**recommended, **option_overrides})
     if schedule.zero_terminal_snr and prediction_type == "eps":
         raise ValueError("this schedule has zero terminal SNR, where an eps-prediction model cannot "
                          "recover x0 (Lin et al. 2023, Sec. 3.2); use a v- or x0-prediction model")
-    timesteps = spaced_timesteps(opts.spacing, schedule.num_train_timesteps, steps,
-                                 steps_offset=opts.steps_offset, schedule=schedule,
-                                 fractional=spec.fractional_timesteps or opts.spacing == "logsnr"
-                                 and spec.name not in INTEGER_TIMESTEPS)
+    if timesteps is None and opts.spacing == OPTIMIZED:
+        found = fitted_for(fitted, sampler, steps)
+        if found is None:
+            have = ", ".join(f"{name} at {sorted(per)}" for name, per in fitted.items()) or "none"
+            raise ValueError(f"this model has no timesteps fitted for {sampler} at {steps} steps (it has "
+                             f"{have}); fit them with `diffusion-toolkit fit-timesteps` or pick "
+                             "another spacing")
+        timesteps = check_timesteps(found, schedule.num_train_timesteps,
+                                    integer=spec.name in INTEGER_TIMESTEPS)
+    if timesteps is not None and opts.karras_sigmas:
+        raise ValueError("karras_sigmas places its own noise levels; it cannot be combined with given "
+                         "or optimized timesteps")
+    if timesteps is None:
+        timesteps = spaced_timesteps(opts.spacing, schedule.num_train_timesteps, steps,
+                                     steps_offset=opts.steps_offset, schedule=schedule,
+                                     fractional=spec.fractional_timesteps or opts.spacing == "logsnr"
+                                     and spec.name not in INTEGER_TIMESTEPS)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     initial_rng, step_rng = noise_generators(seed)
@@ -159,5 +211,6 @@ def sample(model: Callable[..., Any], schedule: NoiseSchedule, *, sampler: str =
     return ops.to_numpy(spec.fn(ctx, ops.asarray(x_start)))
 
 
-__all__ = ["noise_generators", "SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
+__all__ = ["fitted_for", "noise_generators", "recommended_settings",
+           "SAMPLERS", "SamplerOptions", "SamplerSpec", "StepInfo", "get_sampler", "list_samplers",
            "make_options", "sample"]
