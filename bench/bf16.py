@@ -26,15 +26,7 @@ from diffusion_core.data import load_fashion_mnist  # noqa: E402
 from diffusion_core.files import write_atomically  # noqa: E402
 from diffusion_core.quality import load_classifier  # noqa: E402
 from diffusion_core.quality.evaluate import measure  # noqa: E402
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
-    return " ".join(wanted) or "none of avx2/avx512f/avx512_bf16/amx_bf16"
+from diffusion_core.cpu import cpu_flags  # noqa: E402
 
 
 def levels(images: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@
 
 Every (sampler, spacing) pair is run at each budget of model calls (Heun takes (calls + 1) // 2
 steps, as it calls the model 2 steps - 1 times); "recommended" is the sampler's own settings
-(SamplerSpec.recommended). Writes sampler_quality.json and sampler_quality.png (FD against calls,
+(samplers.recommended_settings: the registry's, or the model's fitted timesteps where it has them),
+"optimized" only the fitted ones (cells without a fit are skipped). --threads 1 keeps the run on one
+core (ONNX Runtime would take them all). Writes sampler_quality.json and sampler_quality.png (FD against calls,
 one line per sampler and spacing) into --out. Same seed for every cell.
 """
 from __future__ import annotations
@@ -18,12 +20,26 @@ from pathlib import Path
 
 from bench.quality import plot, reference_and_floor
 from backends import load_model
+from diffusion_core.cpu import cpu_flags
 from diffusion_core import SAMPLERS
 from diffusion_core.files import write_atomically
 from diffusion_core.quality import load_classifier
 from diffusion_core.quality.evaluate import generate, measure
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_model(backend: str, folder: str, threads):
+    if threads is None:
+        return load_model(backend, folder)
+    if backend == "onnxruntime":
+        from backends.onnx.backend import OnnxRuntimeBackend
+        from backends.onnx.runtime import RuntimeOptions
+        from diffusion_core.checkpoint import load_checkpoint
+        return OnnxRuntimeBackend(RuntimeOptions(threads=threads)).load(load_checkpoint(folder))
+    import torch
+    torch.set_num_threads(threads)
+    return load_model(backend, folder)
 
 
 def main(argv=None) -> None:
@@ -36,9 +52,10 @@ def main(argv=None) -> None:
     p.add_argument("--samplers", default=",".join(SAMPLERS))
     p.add_argument("--spacings", default="recommended,trailing,logsnr")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = p.parse_args(argv)
-    loaded = load_model(args.backend, args.model_dir)
+    loaded = open_model(args.backend, args.model_dir, args.threads)
     classifier = load_classifier()
     reference, floor = reference_and_floor(classifier, args.samples, args.seed)
     results = []
@@ -60,7 +77,8 @@ def main(argv=None) -> None:
                 results.append(row)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": args.model_dir, "backend": args.backend, "samples": args.samples, "seed": args.seed}
+    meta = {"model": args.model_dir, "backend": args.backend, "samples": args.samples, "seed": args.seed,
+            "threads": args.threads, "cpu": cpu_flags()}
     write_atomically(out / "sampler_quality.json",
                      json.dumps({"meta": meta, "floor": floor, "results": results}, indent=1).encode())
     plot(results, floor["fd"], out / "sampler_quality.png", f"{args.samples} samples, {args.model_dir}")
