@@ -73,11 +73,12 @@ def test_endpoints_are_the_service_methods(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert sorted(api["named_endpoints"]) == ["/compare", "/generate", "/image_to_image", "/pull", "/push"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    # spacing and karras last, with defaults ("recommended"), so older positional calls still work
+    # spacing, karras (and bf16) last, with defaults, so older positional calls still work
     assert names == ["backend", "sampler", "steps", "eta", "seed", "batch_size", "class_label", "guidance",
-                     "spacing", "karras"]
+                     "spacing", "karras", "bf16"]
+    assert api["named_endpoints"]["/generate"]["parameters"][-1]["parameter_default"] is False
     for endpoint in ("/generate", "/image_to_image", "/compare"):
-        parameters = api["named_endpoints"][endpoint]["parameters"]
+        parameters = [p for p in api["named_endpoints"][endpoint]["parameters"] if p["parameter_name"] != "bf16"]
         assert [p["parameter_name"] for p in parameters][-2:] == ["spacing", "karras"]
         assert all(p["parameter_default"] == "recommended" for p in parameters[-2:])
 

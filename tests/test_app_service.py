@@ -132,6 +132,43 @@ def test_bad_spacing_or_karras_is_one_sentence(service, sampler, spacing, karras
                                karras=karras)
 
 
+def test_bf16_is_the_fast_path_where_the_cpu_has_it(service, monkeypatch):
+    monkeypatch.setattr(models_module, "bf16_instructions", lambda: True)
+    fast = service.generate("pytorch", "dpmpp_2m", 4, 0.0, 0, 2, bf16=True)
+    exact = service.generate("pytorch", "dpmpp_2m", 4, 0.0, 0, 2)
+    assert ", bf16, on PyTorch" in fast.summary and "bf16" not in exact.summary
+    difference = np.abs(fast.images - exact.images)
+    assert 0 < difference.max() < 0.2     # rounded differently, the same images
+    with pytest.raises(ServiceError, match="bf16 must be true or false"):
+        service.generate("pytorch", "dpmpp_2m", 4, 0.0, 0, 2, bf16="yes")
+
+
+def test_bf16_on_a_backend_without_it_says_why(onnx_service):
+    with pytest.raises(ServiceError, match="ONNX Runtime cannot sample in bf16: its CPU provider"):
+        onnx_service.generate("onnxruntime", "dpmpp_2m", 4, 0.0, 0, 2, bf16=True)
+
+
+def test_bf16_is_refused_where_it_would_be_emulated(tmp_path_factory, monkeypatch):
+    monkeypatch.setattr(models_module, "bf16_instructions", lambda: False)
+    fresh = DiffusionService(tiny_checkpoint(tmp_path_factory, onnx=False), max_batch=8)
+    with pytest.raises(ServiceError, match="no bf16 instructions .* leave bf16 off"):
+        fresh.generate("pytorch", "dpmpp_2m", 4, 0.0, 0, 2, bf16=True)
+    assert "PyTorch" in fresh.generate("pytorch", "dpmpp_2m", 4, 0.0, 0, 2).summary
+
+
+def test_fitted_timesteps_are_the_recommended_spacing_and_said(tmp_path_factory):
+    import json
+    folder = shutil.copytree(tiny_checkpoint(tmp_path_factory, onnx=False), tmp_path_factory.mktemp("fit") / "m")
+    data = json.loads((folder / "config.json").read_text())
+    data["fitted_timesteps"] = {"unipc": {"4": [98.0, 60.0, 20.0, 0.0]}}
+    (folder / "config.json").write_text(json.dumps(data))
+    fitted = DiffusionService(folder, max_batch=8)
+    assert "optimized spacing" in fitted.generate("pytorch", "unipc", 4, 0.0, 0, 2).summary
+    assert "logsnr spacing" in fitted.generate("pytorch", "unipc", 5, 0.0, 0, 2).summary
+    with pytest.raises(ServiceError, match="no timesteps fitted for UniPC.* at 5 steps"):
+        fitted.generate("pytorch", "unipc", 5, 0.0, 0, 2, spacing="optimized")
+
+
 def test_ui_numbers_arrive_as_floats(service):
     np.testing.assert_array_equal(service.generate("pytorch", "ddim", 5.0, 0.0, 4.0, 2.0).images,
                                   service.generate("pytorch", "ddim", 5, 0.0, 4, 2).images)
@@ -186,9 +223,9 @@ def test_models_load_once_and_are_shared(tmp_path_factory, monkeypatch):
     loads = []
     real = models_module.load_model
 
-    def counting(name, checkpoint):
+    def counting(name, checkpoint, **kwargs):
         loads.append(name)
-        return real(name, checkpoint)
+        return real(name, checkpoint, **kwargs)
     monkeypatch.setattr(models_module, "load_model", counting)
     service = DiffusionService(tiny_checkpoint(tmp_path_factory, onnx=False))
     threads = [threading.Thread(target=service.generate, args=("pytorch", "ddim", 2, 0.0, i, 1))

@@ -19,11 +19,16 @@ from typing import Optional
 
 from backends import BackendStatus, BackendUnavailable, LoadedModel, backend_names, load_model
 from diffusion_core.checkpoint import Checkpoint, CheckpointError
+from diffusion_core.cpu import bf16_instructions
 from diffusion_core.convert import open_checkpoint  # the toolkit's layout or a diffusers one
 
 from .settings import ServerSettings, ServiceError
 
-MODELS_KEPT = 6        # loaded (folder, backend) pairs; each is a few MB for the default model
+# bf16 on a CPU without bf16 arithmetic is emulated: a training step of the default model took 13 s
+# against 1.7 s in fp32 on an AVX2-only EPYC, so a public server refuses it rather than queue it
+BF16_EMULATED = ("this server's CPU has no bf16 instructions (AVX-512 bf16 or AMX), where bf16 is "
+                 "emulated and several times slower than fp32; leave bf16 off")
+MODELS_KEPT = 6        # loaded (folder, backend, precision) triples; each is a few MB for the default model
 CHECKPOINTS_KEPT = 16
 
 
@@ -40,9 +45,9 @@ class ModelStore:
         self.settings = settings
         self._lock = threading.Lock()
         self._checkpoints: OrderedDict[str, Checkpoint] = OrderedDict()
-        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
         self._statuses: dict[str, list[BackendStatus]] = {}
-        self._load_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._load_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._torch_threads_set = False
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -100,14 +105,14 @@ class ModelStore:
                     self._statuses.pop(next(iter(self._statuses)))
         return cached
 
-    def model(self, backend: str, checkpoint: Checkpoint) -> tuple[LoadedModel, float]:
-        """The loaded model for (checkpoint, backend) and the seconds spent loading it now."""
+    def model(self, backend: str, checkpoint: Checkpoint, precision: str = "fp32") -> tuple[LoadedModel, float]:
+        """The loaded model for (checkpoint, backend, precision) and the seconds spent loading it now."""
         statuses = {s.name: s for s in self.statuses(checkpoint)}
         if backend not in statuses:
             raise ServiceError(f"unknown backend {backend!r}; choose one of {', '.join(statuses)}")
         if not statuses[backend].available:
             raise ServiceError(f"{statuses[backend].title} cannot run here: {statuses[backend].reason}")
-        key = (str(checkpoint.folder), backend)
+        key = (str(checkpoint.folder), backend, precision)
         with self._lock:
             load_lock = self._load_locks.setdefault(key, threading.Lock())
         with load_lock:  # one load per key, while other keys load or sample in parallel
@@ -119,7 +124,9 @@ class ModelStore:
             start = time.perf_counter()
             self._set_torch_threads()
             try:
-                model = load_model(backend, checkpoint)
+                model = load_model(backend, checkpoint, precision=precision)
+                if precision == "bf16" and model.device.startswith("cpu") and not bf16_instructions():
+                    raise BackendUnavailable(BF16_EMULATED)
             except BackendUnavailable as error:
                 raise ServiceError(f"{statuses[backend].title} cannot run here: {error}") from None
             with self._lock:

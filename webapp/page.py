@@ -83,6 +83,18 @@ def advanced_sampler_options(sampler: str = DEFAULT_SAMPLER, elem_prefix: str = 
     return spacing, karras
 
 
+def bf16_checkbox() -> gr.Checkbox:
+    """The fast mode: PyTorch bf16 autocast. Offered where the CPU has bf16 arithmetic (measured
+    1.38x faster sampling, 0.34 of an 8-bit level mean difference, README "bf16 sampling"); on
+    other CPUs it is emulated and slower, so the box is shown but cannot be ticked."""
+    from diffusion_core.cpu import bf16_instructions
+    here = bool(bf16_instructions())
+    info = ("fast mode, PyTorch only: ~1.4x faster on CPUs with bf16 instructions; pixels move by "
+            "~0.3 of a level, so backends no longer match exactly" if here else
+            "off: this server's CPU has no bf16 instructions, where bf16 is emulated and slower")
+    return gr.Checkbox(False, label="bf16", info=info, interactive=here, elem_id="bf16")
+
+
 def follow_sampler(sampler: gr.Dropdown, steps: gr.Slider, spacing: gr.Dropdown, karras: gr.Radio) -> None:
     """On a sampler pick: steps to its registry default (SamplerSpec.default_steps); spacing and
     Karras shown only where the sampler reads them (a hidden one goes back to recommended)."""
@@ -126,11 +138,11 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
         return outbox.save(result.grid), frames, result.summary
 
     async def generate(backend, sampler, steps, eta, seed, batch_size, class_label, guidance, spacing, karras,
-                       session, request: gr.Request, progress=gr.Progress()):
+                       bf16, session, request: gr.Request, progress=gr.Progress()):
         result = await run_cancellable(
             demo, request, settings.time_limit_s,
             lambda cancel: service.generate(backend, sampler, steps, eta, seed, batch_size, class_label,
-                                            guidance, spacing, karras, session=session, cancel=cancel,
+                                            guidance, spacing, karras, bool(bf16), session=session, cancel=cancel,
                                             progress=lambda done, what: progress(done, desc=what)))
         return to_page(result)
 
@@ -193,6 +205,7 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
                         batch = gr.Slider(1, settings.max_batch, value=min(16, settings.max_batch), step=1,
                                           label=f"Images (at most {settings.max_batch} on this server)")
                         spacing, karras = advanced_sampler_options()
+                        bf16 = bf16_checkbox()
                         run = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Column(scale=2):
                         grid = gr.Image(label="Samples", type="filepath", format="png", interactive=False,
@@ -286,7 +299,7 @@ def build_demo(service: DiffusionService, concurrency: Optional[int] = None) -> 
             follow_sampler(*tab)
         sampling = {"concurrency_id": SAMPLING, "concurrency_limit": concurrency}
         run.click(generate, [backend, sampler, steps, eta, seed, batch, class_label, guidance, spacing, karras,
-                             session],
+                             bf16, session],
                   [grid, frames, summary], api_name="generate", **sampling)
         i2i_run.click(image_to_image, [i2i_backend, i2i_sampler, i2i_steps, i2i_seed, editor, strength, i2i_class,
                                        i2i_guidance, i2i_batch, i2i_spacing, i2i_karras, session],

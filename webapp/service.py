@@ -33,7 +33,8 @@ from .requests import (ANY_CLASS, RECOMMENDED, Request, check_request, check_sam
                        model_image, model_mask)
 from .results import BackendRun, CompareResult, GenerateResult
 from .settings import ServerSettings, ServiceError, model_dir_from_env
-from .text import code, mask_token, plain
+from .text import plain
+from .text import code, mask_token
 
 DEFAULT_MODEL_DIR = default_model_dir()
 TRAIN_HINT = ("train one with `python -m backends.pytorch.train --data fashion-mnist --steps 20000 "
@@ -142,15 +143,20 @@ class DiffusionService:
 
     # --- what a visitor can do ---------------------------------------------------------------
     def generate(self, backend: str, sampler: str, steps, eta, seed, batch_size, class_label=ANY_CLASS,
-                 guidance_scale=1.0, spacing=RECOMMENDED, karras=RECOMMENDED, *, session: Optional[Session] = None,
-                 progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> GenerateResult:
+                 guidance_scale=1.0, spacing=RECOMMENDED, karras=RECOMMENDED, bf16=False, *,
+                 session: Optional[Session] = None, progress: Optional[Progress] = None,
+                 cancel: Optional[CancelToken] = None) -> GenerateResult:
         """Sample batch_size images; eta is read only by samplers that have it (DDIM); spacing and
-        karras ("recommended": the registry's choice for the sampler) only by those that read them."""
+        karras ("recommended": the registry's choice for the sampler) only by those that read them;
+        bf16: the fast path (PyTorch autocast), which moves pixels by a fraction of a level."""
         checkpoint = self.checkpoint(session)  # once: a pull during this request does not change it
         request = self._request(checkpoint, sampler, steps, seed, batch_size, class_label, guidance_scale,
                                 spacing, karras)
+        if not isinstance(bf16, bool):
+            raise ServiceError(f"bf16 must be true or false, got {plain(repr(bf16), 40)}")
         options = {"eta": float(eta)} if self.sampler_uses_eta(sampler) and eta is not None else {}
-        return self._run(backend, checkpoint, request, options, progress, cancel, what="")
+        return self._run(backend, checkpoint, request, options, progress, cancel, what="",
+                         precision="bf16" if bf16 else "fp32")
 
     def image_to_image(self, backend: str, sampler: str, steps, seed, image, strength, mask=None,
                        class_label=ANY_CLASS, guidance_scale=1.0, batch_size=4, spacing=RECOMMENDED,
@@ -170,10 +176,13 @@ class DiffusionService:
             what += f", inpainting {int(drawn.sum())} of {drawn.size} pixels"
         return self._run(backend, checkpoint, request, options, progress, cancel, what=what)
 
-    def _run(self, backend, checkpoint, request: Request, options, progress, cancel, what: str) -> GenerateResult:
+    def _run(self, backend, checkpoint, request: Request, options, progress, cancel, what: str,
+             precision: str = "fp32") -> GenerateResult:
         token = self._token(cancel)
         token.check()  # cancelled while it waited in the queue
-        model, _ = self.store.model(backend, checkpoint)
+        model, _ = self.store.model(backend, checkpoint, precision)
+        if precision != "fp32":
+            what += f", {precision}"
         recorder = X0Recorder(model.ops.to_numpy, progress=_step_progress(progress, "sampling"))
         try:
             images = model.sample(batch_size=request.batch_size, sampler=request.sampler, steps=request.steps,
