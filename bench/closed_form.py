@@ -8,7 +8,8 @@ optimal denoiser E[x0 | x_t] is closed form (per component a Gaussian posterior,
 component's likelihood of x_t). Every sampler, ours and diffusers', is fed this same oracle as an
 eps-prediction model on the cosine schedule (diffusers' squaredcos_cap_v2), at the same number of
 model calls (ours also with timesteps fitted on the oracle from other noise, the "fitted" rows),
-and scored by the 1-Wasserstein distance between its pixel values and the true mixture (integral of |F_samples - F_true|). The floor is the distance of as many exact draws.
+and scored by the 1-Wasserstein distance between its pixel values and the true mixture (integral
+of |F_samples - F_true|). The floor is the distance of as many exact draws.
 Writes bench/results/closed_form.json and closed_form.png (one line per sampler configuration).
 """
 from __future__ import annotations
