@@ -11,8 +11,8 @@ on `spacing="optimized"` uses them, and so does the sampler's recommended settin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +36,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from .checkpoint import CONFIG_FILE
+    from .checkpoint import CONFIG_FILE, load_checkpoint
     from .files import write_atomically
     from .paths import toolkit_backends
     from .samplers.fit import fit_timesteps
     args = parser().parse_args(argv)
     try:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
+        if args.write:
+            load_checkpoint(args.model)   # --write needs a toolkit checkpoint, not a diffusers folder
         model = toolkit_backends().load_model(args.backend, args.model)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -64,13 +66,10 @@ def main(argv: list[str]) -> int:
             return 2
         print(fit.summary(), flush=True)
         table.setdefault(args.sampler, {})[n] = tuple(round(float(t), 4) for t in fit.timesteps)
-    if args.write:
-        from .config import ModelConfig
+    if args.write:   # the folder's own config (a toolkit checkpoint: checked when it was loaded)
+        config = replace(load_checkpoint(args.model).config, fitted_timesteps=table)
         path = Path(args.model) / CONFIG_FILE
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["fitted_timesteps"] = {name: {str(n): list(ts) for n, ts in sorted(per.items())}
-                                    for name, per in sorted(table.items())}
-        write_atomically(path, ModelConfig.from_dict(data).to_json().encode())  # validated first
+        write_atomically(path, config.to_json().encode())
         print(f"wrote the fitted timesteps into {path}")
     return 0
 
