@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backends import build_network  # noqa: E402
 from diffusion_core import ModelConfig, UnetConfig  # noqa: E402
@@ -40,16 +40,7 @@ from diffusion_core.training.loop import TrainingLoop  # noqa: E402
 from diffusion_core.data import Dataset  # noqa: E402
 from diffusion_core.samplers import sample  # noqa: E402
 from diffusion_core.training.config import TrainConfig  # noqa: E402
-
-
-def timed(run, repeats: int) -> float:
-    """Median seconds of `repeats` calls (each call must finish its work before returning)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import timed  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # lucidrains' sampler draws a progress bar per call
@@ -33,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from diffusion_core.cpu import bf16_instructions, cpu_flags  # noqa: E402
 from diffusion_core.files import write_atomically  # noqa: E402
+from timing import timed  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # (sampler, steps, spacing as sampler_quality names it); "recommended" uses fitted steps where the model has them
@@ -52,16 +51,6 @@ def measured_fd() -> tuple[dict, float | None]:
     ddpm = RESULTS / "ddpm1000" / "sampler_quality.json"
     reference = json.loads(ddpm.read_text())["results"][0]["fd"] if ddpm.is_file() else None
     return fd, reference
-
-
-def timed(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ours(backends: list[str], threads: int, repeats: int) -> list[dict]:
@@ -87,7 +76,7 @@ def ours(backends: list[str], threads: int, repeats: int) -> list[dict]:
                 if spacing == "optimized" and steps not in checkpoint.config.fitted_timesteps.get(sampler, {}):
                     continue
                 seconds = timed(lambda: model.sample(16, sampler=sampler, steps=steps, seed=0, spacing=spacing),
-                                repeats)
+                                repeats, warmup=True)
                 rows.append({"who": f"ours {backend} {precision}", "sampler": sampler, "steps": steps,
                              "spacing": spacing, "seconds": seconds})
                 print(f"ours {backend:12s} {precision} {sampler:13s} {steps:3d} {spacing:10s} {seconds:6.3f} s",
@@ -108,12 +97,12 @@ def references(steps_list: list[int], threads: int, repeats: int) -> list[dict]:
     net, _, _ = lucidrains_unet(16)
     for steps in steps_list:
         seconds = timed(lambda: pipe(batch_size=16, num_inference_steps=steps, output_type="np",
-                                     generator=torch.Generator().manual_seed(0)), repeats)
+                                     generator=torch.Generator().manual_seed(0)), repeats, warmup=True)
         rows.append({"who": "diffusers DDPMPipeline + DPM-Solver++", "steps": steps, "seconds": seconds})
         diffusion = lucidrains().GaussianDiffusion(net, image_size=28, timesteps=1000, sampling_timesteps=steps)
         diffusion.eval()
         with torch.inference_mode():
-            lseconds = timed(lambda: diffusion.sample(batch_size=16), repeats)
+            lseconds = timed(lambda: diffusion.sample(batch_size=16), repeats, warmup=True)
         rows.append({"who": "lucidrains GaussianDiffusion DDIM", "steps": steps, "seconds": lseconds})
         print(f"references at {steps} steps: diffusers {seconds:.3f} s, lucidrains {lseconds:.3f} s", flush=True)
     return rows
