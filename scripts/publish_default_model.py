@@ -1,6 +1,6 @@
 """Turn a training run into the shipped models/default checkpoint folder.
 
-    python scripts/publish_default_model.py runs/default [--quality bench/results/quality.md]
+    python scripts/publish_default_model.py runs/default [--quality bench/results/conditional.md ...]
 
 Takes the run's exported EMA weights (<run>/model), records the exact command that reproduces
 them (the run's command with --steps set to the step count they come from: the trainer's draws,
@@ -28,7 +28,8 @@ YARDSTICK = """## Quality
 
 Measured by the project's yardstick (Frechet distance and KID on the features of a small
 Fashion-MNIST classifier shipped in `diffusion_core/quality/`; FID's Inception network is not
-available offline and is a poor judge of 28x28 garments). Reproduce with `python bench/quality.py`.
+available offline and is a poor judge of 28x28 garments). Each table below names the benchmark
+under `bench/` that writes it.
 
 """
 
@@ -37,7 +38,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder of backends.pytorch.train (holding model/)")
     p.add_argument("--out", default=str(ROOT / "models" / "default"))
-    p.add_argument("--quality", default=None, help="quality.md written by bench/quality.py")
+    p.add_argument("--quality", action="append", default=[],
+                   help="a Markdown table from bench/ (quality.md, conditional.md, ...); repeatable")
     args = p.parse_args()
 
     exported = load_checkpoint(Path(args.run) / "model")
@@ -63,7 +65,7 @@ def main() -> int:
     extra = ["## Reproduce", "", "```bash", notes["reproduce"],
              "python scripts/publish_default_model.py runs/default", "```", "", f"Samples above: {shown}."]
     if args.quality:
-        extra += ["", YARDSTICK + Path(args.quality).read_text()]
+        extra += ["", YARDSTICK + "\n\n".join(Path(q).read_text() for q in args.quality)]
 
     from backends.onnx.export import export_graph
     graph = export_graph(config, exported.weights)     # checked against PyTorch before use
