@@ -54,6 +54,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--append", action="store_true",
+                   help="add to the rows already in --out's sampler_quality.json (same model, samples, seed); "
+                        "a cell measured again replaces its old row")
     args = p.parse_args(argv)
     loaded = open_model(args.backend, args.model_dir, args.threads)
     classifier = load_classifier()
@@ -79,6 +82,14 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model_dir, "backend": args.backend, "samples": args.samples, "seed": args.seed,
             "threads": args.threads, "cpu": cpu_flags()}
+    if args.append and (out / "sampler_quality.json").is_file():
+        before = json.loads((out / "sampler_quality.json").read_text())
+        same = {k: before["meta"].get(k) for k in ("model", "samples", "seed")}
+        if same != {k: meta[k] for k in same}:
+            raise SystemExit(f"--append: {out / 'sampler_quality.json'} holds another run ({same}); "
+                             "use another --out")
+        new_cells = {(r["sampler"], r["steps"]) for r in results}
+        results = [r for r in before["results"] if (r["sampler"], r["steps"]) not in new_cells] + results
     write_atomically(out / "sampler_quality.json",
                      json.dumps({"meta": meta, "floor": floor, "results": results}, indent=1).encode())
     plot(results, floor["fd"], out / "sampler_quality.png", f"{args.samples} samples, {args.model_dir}")
