@@ -240,14 +240,18 @@ def list_backends(checkpoint=None) -> list[BackendStatus]:
 PRECISIONS = ("fp32", "bf16")
 
 
-def load_model(name: str, checkpoint, device: Optional[str] = None, precision: str = "fp32") -> LoadedModel:
+def load_model(name: str, checkpoint, device: Optional[str] = None, precision: str = "fp32",
+               compile: bool = False) -> LoadedModel:
     """Load `checkpoint` (a folder of the toolkit's or a diffusers layout, a Hub repo id, or a
     diffusion_core.checkpoint.Checkpoint) on backend `name`;
     BackendUnavailable says why it cannot run here (a missing framework, GPU or graph).
 
     precision: "fp32" (the default: exact, the same images on every backend) or "bf16", a fast
     path where the backend has one (PyTorch: autocast on CPUs with bf16 instructions and on CUDA);
-    it trades a fraction of an 8-bit level per pixel for speed (README, "bf16 sampling")."""
+    it trades a fraction of an 8-bit level per pixel for speed (README, "bf16 sampling").
+    compile: PyTorch only, the network through torch.compile (bench/unet_forward.py: on a par with
+    diffusers' UNet2DModel at equal FLOPs, where eager is ~1.2x slower); the first call of each
+    batch size compiles (tens of seconds on a CPU) and needs a C++ compiler."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     from diffusion_core.allocator import tune_allocator
@@ -257,6 +261,11 @@ def load_model(name: str, checkpoint, device: Optional[str] = None, precision: s
     reason = backend.unavailable_reason(checkpoint, device=device)
     if reason:
         raise BackendUnavailable(reason)
+    if compile:
+        if not getattr(backend, "compiles", False):
+            raise BackendUnavailable(f"{backend.title or backend.name} has no compiled path; "
+                                     "use compile=False or the PyTorch backend")
+        return backend.load(checkpoint, device=device, precision=precision, compile=True)
     if precision == "fp32":
         return backend.load(checkpoint, device=device)
     if precision not in backend.precisions:

@@ -30,7 +30,8 @@ SLOW_TESTS = {"test_the_cifar10_sized_model_runs_like_diffusers_on_every_backend
               "test_two_processes_under_torchrun", "test_every_backend_runs_it_like_diffusers",
               "test_export_is_one_checked_file_with_provenance",
               "test_their_checkpoint_runs_like_their_forward_on_every_backend",
-              "test_mindspore_trains_it_through_the_same_loop"}
+              "test_mindspore_trains_it_through_the_same_loop",
+              "test_compile_draws_the_eager_images_and_other_backends_refuse_it"}  # inductor: minutes
 
 
 def pytest_collection_modifyitems(config, items):

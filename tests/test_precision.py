@@ -42,3 +42,19 @@ def test_a_bad_precision_and_a_backend_without_bf16_get_a_sentence():
         pytest.skip("onnxruntime is not installed")
     with pytest.raises(BackendUnavailable, match="ONNX Runtime cannot sample in bf16: its CPU provider has no bf16"):
         load_model("onnxruntime", MODEL, precision="bf16")
+
+
+def test_compile_draws_the_eager_images_and_other_backends_refuse_it():
+    eager = load_model("pytorch", MODEL, device="cpu")
+    try:
+        compiled = load_model("pytorch", MODEL, device="cpu", compile=True)
+        b = compiled.sample(batch_size=2, sampler="dpmpp_2m", steps=3, seed=2)
+    except Exception as error:  # torch.compile's inductor needs a working C++ compiler
+        if "compiler" in str(error).lower() or "cpp" in str(error).lower():
+            pytest.skip(f"torch.compile cannot build here: {str(error)[:120]}")
+        raise
+    a = eager.sample(batch_size=2, sampler="dpmpp_2m", steps=3, seed=2)
+    assert np.abs(a - b).max() < 1e-4        # fused kernels round differently, the same images
+    if backend_status("onnxruntime").available:
+        with pytest.raises(BackendUnavailable, match="ONNX Runtime has no compiled path"):
+            load_model("onnxruntime", MODEL, compile=True)

@@ -39,13 +39,15 @@ class PyTorchBackend(Backend):
         return super().unavailable_reason(checkpoint)
 
     precisions = ("bf16",)
+    compiles = True   # load(..., compile=True): torch.compile
 
-    def load(self, checkpoint, device: Optional[str] = None, precision: str = "fp32") -> LoadedModel:
+    def load(self, checkpoint, device: Optional[str] = None, precision: str = "fp32",
+             compile: bool = False) -> LoadedModel:
         use_default_threads()
         config = checkpoint.config
         network = build_network(self.framework, config.network)
         load_state_from_numpy(network, checkpoint.weights)
         model = TorchDenoiserModel(network, config.inputs, device=device or default_device(),
-                                   precision=precision)
+                                   precision=precision, compile=compile)
         return LoadedModel(model=model, ops=model.ops, config=config, backend=self.name,
                            device=str(model.device))

@@ -55,7 +55,7 @@ class TorchDenoiserModel:
     """
 
     def __init__(self, network: nn.Module, declared: Optional[Sequence[ModelInput]] = None,
-                 device: str | torch.device = "cpu", precision: str = "fp32"):
+                 device: str | torch.device = "cpu", precision: str = "fp32", compile: bool = False):
         """declared: the network's inputs; by default those its config's architecture declares.
         precision "bf16": the forward runs under autocast (matmuls and convolutions in bf16, the
         sampler's arithmetic and the returned output in float32)."""
@@ -64,6 +64,8 @@ class TorchDenoiserModel:
         self.precision = precision
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()  # eval: dropout off
+        # compile: the same module through torch.compile (bench/unet_forward.py measures it)
+        self.forward = torch.compile(self.network) if compile else self.network
         self.declared = tuple(declared if declared is not None else declared_inputs(network))
         self.ops = TorchOps(self.device)
 
@@ -75,6 +77,6 @@ class TorchDenoiserModel:
             extra = complete_inputs(self.declared, inputs, x.shape[0], self.ops)
             time = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
             if self.precision == "fp32":
-                return self.network(x, time, *extra)
+                return self.forward(x, time, *extra)
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.network(x, time, *extra).float()
+                return self.forward(x, time, *extra).float()
