@@ -9,12 +9,12 @@
 # bf16 autocast, one thread of a shared 2-core CPU (torch with 2 threads slows badly when the other
 # core is busy), glibc's allocator told to keep its buffers (1.2x faster steps).
 # Labels are dropped to the null class with p = 0.5: an earlier run with p = 0.2 (16,000 steps) drew
-# worse unconditional samples than the previous unconditional model (FD 8.98 against 6.71, 2,000
-# samples, DPM-Solver++ 20 steps), its null class having seen a fifth of the images.
-# 9,500 steps (10 epochs): its null class already draws better unconditional samples than the
-# previous model (FD 6.18 against 6.71, the protocol above), and 99% of its guided samples (w = 3)
-# are the requested class. The run was planned for 15,000; the learning rate is constant, so a
-# checkpoint at step N is the same as a run of --steps N.
+# worse unconditional samples than the previous unconditional model (FD 8.98, 2,000 samples,
+# DPM-Solver++ 20 steps), its null class having seen a fifth of the images.
+# 9,500 steps (10 epochs, the shipped weights): 99% of its guided samples (w = 3) are the requested
+# class, but its null class is still worse than the previous unconditional model (FD 6.18 against
+# 5.06, bench/results/null_class.md), so the run goes on with --resume (planned for 15,000 steps;
+# the learning rate is constant, so a checkpoint at step N is the same as a run of --steps N).
 # STEPS overrides the step count; extra flags are passed on (e.g. --device cuda, --resume).
 # BF16=auto (default) keeps --bf16 where the CPU has bf16 instructions (avx512_bf16 or amx_bf16)
 # and drops it elsewhere: emulated bf16 took 13 s a step on an AVX2-only EPYC, fp32 1.7 s. The
