@@ -35,9 +35,10 @@ from timing import timed  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # (sampler, steps, spacing as sampler_quality names it); "recommended" uses fitted steps where the model has them
-SETTINGS = [("dpmpp_3m", 5, "optimized"), ("dpmpp_3m", 8, "optimized"), ("dpmpp_3m", 10, "optimized"),
-            ("unipc", 10, "optimized"), ("dpmpp_3m", 10, "logsnr"), ("unipc", 10, "logsnr"),
-            ("dpmpp_2m", 10, "logsnr"), ("dpmpp_2m_sde", 20, "logsnr"), ("dpmpp_2m", 20, "logsnr")]
+SETTINGS = [("unipc", 5, "optimized"), ("unipc", 8, "optimized"), ("unipc", 10, "optimized"),
+            ("dpmpp_3m", 8, "optimized"), ("dpmpp_3m", 10, "optimized"), ("dpmpp_3m", 10, "logsnr"),
+            ("unipc", 10, "logsnr"), ("dpmpp_2m", 10, "logsnr"), ("dpmpp_2m_sde", 20, "logsnr"),
+            ("dpmpp_2m", 20, "logsnr")]
 
 
 def measured_fd() -> tuple[dict, float | None]:
