@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 from diffusion_core.cpu import bf16_instructions, cpu_flags  # noqa: E402
+from diffusion_core.samplers import SAMPLERS  # noqa: E402
 from diffusion_core.files import write_atomically  # noqa: E402
 from timing import timed  # noqa: E402
 
@@ -128,6 +129,8 @@ def main() -> int:
     by_steps = {(r["who"], r["steps"]): r["seconds"] for r in refs}
     for row in rows:
         row["fd"] = fd.get((row["sampler"], row["steps"], row["spacing"]))
+        if row["fd"] is None and SAMPLERS[row["sampler"]].recommended.get("spacing") == row["spacing"]:
+            row["fd"] = fd.get((row["sampler"], row["steps"], "recommended"))   # the same cell, by its other name
         row["vs_ddpm1000"] = None if row["fd"] is None or ddpm is None else row["fd"] / ddpm
         row["vs_diffusers"] = row["seconds"] / by_steps["diffusers DDPMPipeline + DPM-Solver++", row["steps"]]
         row["vs_lucidrains"] = row["seconds"] / by_steps["lucidrains GaussianDiffusion DDIM", row["steps"]]
