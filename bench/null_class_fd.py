@@ -4,7 +4,8 @@ class-conditional model's null class be at least as good as the previous uncondi
 
     .venv/bin/python bench/null_class_fd.py models/default /tmp/old-default-model --spacing logsnr trailing
 
-The previous model: `git archive 1180657^ models/default | tar -x -C /tmp/old`. One thread (the
+The previous model: `mkdir -p /tmp/old && git archive 1180657^ models/default | tar -x -C /tmp/old &&
+mv /tmp/old/models/default /tmp/old-default-model`. One thread (the
 thread rule); about 5 minutes per model and spacing on 2 cores.
 """
 import argparse

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 from diffusion_core.cpu import bf16_instructions, cpu_flags  # noqa: E402
-from diffusion_core.samplers import SAMPLERS  # noqa: E402
+from diffusion_core.samplers import recommended_settings  # noqa: E402
 from diffusion_core.files import write_atomically  # noqa: E402
 from timing import timed  # noqa: E402
 
@@ -120,6 +120,9 @@ def main() -> int:
     import torch
     torch.set_flush_denormal(True)
     fd, ddpm = measured_fd()
+    from diffusion_core.checkpoint import load_checkpoint
+    from diffusion_core.paths import default_model_dir
+    fitted = load_checkpoint(default_model_dir()).config.fitted_timesteps   # what "recommended" meant per cell
     rows = ours(args.backends.split(","), args.threads, args.repeats)
     refs = references(sorted({s for _, s, _ in SETTINGS}), args.threads, args.repeats)
     load = os.getloadavg()[0]
@@ -129,7 +132,7 @@ def main() -> int:
     by_steps = {(r["who"], r["steps"]): r["seconds"] for r in refs}
     for row in rows:
         row["fd"] = fd.get((row["sampler"], row["steps"], row["spacing"]))
-        if row["fd"] is None and SAMPLERS[row["sampler"]].recommended.get("spacing") == row["spacing"]:
+        if row["fd"] is None and row["spacing"] == recommended_settings(row["sampler"], row["steps"], fitted).get("spacing"):
             row["fd"] = fd.get((row["sampler"], row["steps"], "recommended"))   # the same cell, by its other name
         row["vs_ddpm1000"] = None if row["fd"] is None or ddpm is None else row["fd"] / ddpm
         row["vs_diffusers"] = row["seconds"] / by_steps["diffusers DDPMPipeline + DPM-Solver++", row["steps"]]
