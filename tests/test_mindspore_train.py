@@ -103,10 +103,12 @@ def test_pytorch_trained_model_runs_in_mindspore(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
     # Every NumPy-drawn source of randomness at once: self-conditioning coins, offset noise,
-    # v-prediction with min-SNR weights, gradient accumulation, LR and EMA warm-up. (Dropout is
-    # left out: MindSpore keeps its random state inside compiled graphs, see Trainer.resume.)
+    # v-prediction with min-SNR weights, gradient accumulation, LR warm-up and linear decay, EMA
+    # warm-up. (Dropout is left out: MindSpore keeps its random state inside compiled graphs, see
+    # Trainer.resume.)
     flags = TINY + ["--self-condition", "--offset-noise", "0.1", "--prediction", "v",
                     "--loss-weighting", "min_snr", "--grad-accum", "2", "--warmup-steps", "3",
+                    "--lr-decay", "linear", "--lr-decay-steps", "5",
                     "--ema-warmup", "5", "--log-every", "4", "--sample-every", "0",
                     "--checkpoint-every", "0"]
     whole, split = tmp_path / "whole", tmp_path / "split"

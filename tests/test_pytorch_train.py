@@ -72,9 +72,11 @@ def test_run_folder_and_export(trained):
 
 def test_resume_equals_uninterrupted(tmp_path):
     # Every source of randomness at once: dropout (torch RNG), self-conditioning coins, offset
-    # noise, v-prediction with min-SNR weights, gradient accumulation, LR and EMA warm-up.
+    # noise, v-prediction with min-SNR weights, gradient accumulation, LR warm-up and cosine
+    # decay, EMA warm-up.
     flags = TINY + ["--dropout", "0.1", "--self-condition", "--offset-noise", "0.1", "--prediction", "v",
                     "--loss-weighting", "min_snr", "--grad-accum", "2", "--warmup-steps", "3",
+                    "--lr-decay", "cosine", "--lr-decay-steps", "7",
                     "--ema-warmup", "5", "--log-every", "4", "--sample-every", "0", "--checkpoint-every", "0"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(flags + ["--steps", "10", "--out", str(whole)]) == 0
@@ -143,6 +145,10 @@ def test_config_errors_in_process(tmp_path, capsys):
     assert "holds no images" in _error(capsys, base[:1] + [str(tmp_path)] + base[2:])
     assert "fewer than one global batch" in _error(capsys, base + ["--batch-size", "5000"])
     assert "p2_k" in _error(capsys, base + ["--loss-weighting", "p2", "--p2-k", "0"])
+    assert "needs --lr-decay-steps > 0" in _error(capsys, base + ["--lr-decay", "linear"])
+    err = _error(capsys, TINY + ["--steps", "9", "--warmup-steps", "2", "--lr-decay", "linear",
+                                 "--lr-decay-steps", "5", "--out", str(tmp_path / "y")])
+    assert "runs past the end of the learning-rate decay (step 7" in err and "--lr-decay-steps to 7" in err
 
 
 @pytest.mark.parametrize("flags, message", [

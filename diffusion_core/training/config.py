@@ -19,6 +19,8 @@ from ..prediction import PREDICTION_TYPES
 from ..schedules import SCHEDULES
 from .objective import LOSS_WEIGHTINGS, LossConfig
 
+LR_DECAYS = ("none", "linear", "cosine")  # the learning rate after warm-up (rules.learning_rate_at)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,6 +37,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 0              # linear learning-rate warm-up
+    lr_decay: str = "none"             # after warm-up: none (constant) | linear | cosine, to 0
+    lr_decay_steps: int = 0            # ... over this many steps (counted from the end of warm-up)
     grad_clip: float = 1.0             # max global grad norm (0: off)
     ema_decay: float = 0.999           # EMA of the weights (Polyak averaging)
     ema_warmup: int = 100              # decay ramps as min(decay, (1 + n) / (10 + n)) before that
@@ -63,6 +67,11 @@ class TrainConfig:
             raise ConfigError(f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if self.lr_decay != "none" and not (isinstance(self.lr_decay_steps, int) and self.lr_decay_steps > 0):
+            raise ConfigError(f"--lr-decay {self.lr_decay} needs --lr-decay-steps > 0 (the steps over "
+                              f"which the learning rate falls to 0), got {self.lr_decay_steps}")
         if self.grad_clip < 0 or self.sample_every < 0 or self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("grad_clip, sample_every, checkpoint_every and warmup_steps must be >= 0")
 
@@ -169,6 +178,10 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--lr-decay", default=d.lr_decay, choices=list(LR_DECAYS),
+                   help="after the warm-up, let the learning rate fall to 0 over --lr-decay-steps "
+                        "(linear, or half a cosine); none keeps it constant")
+    g.add_argument("--lr-decay-steps", type=int, default=d.lr_decay_steps)
     g.add_argument("--grad-clip", type=float, default=d.grad_clip)
     g.add_argument("--ema-decay", type=float, default=d.ema_decay)
     g.add_argument("--ema-warmup", type=int, default=d.ema_warmup)
@@ -208,6 +221,7 @@ def from_args(args: argparse.Namespace, *, image_size: int, channels: int, num_c
     return TrainConfig(data=args.data, out=args.out, model=ModelConfig(network=unet, diffusion=diffusion),
                        loss=loss, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                       lr_decay=args.lr_decay, lr_decay_steps=args.lr_decay_steps,
                        grad_clip=args.grad_clip, ema_decay=args.ema_decay, ema_warmup=args.ema_warmup,
                        cond_drop_prob=args.cond_drop_prob,
                        bf16=args.bf16, seed=args.seed, sample_every=args.sample_every,
@@ -234,6 +248,11 @@ def checked_config(args: argparse.Namespace, *, image_size: int, channels: int,
     if diffusion.zero_terminal_snr and diffusion.prediction_type == "eps":
         raise ConfigError("--zero-terminal-snr makes x0 unrecoverable from an eps prediction at t = T-1 "
                           "(Lin et al. 2023); add --prediction v")
+    end = config.warmup_steps + config.lr_decay_steps
+    if config.lr_decay != "none" and config.steps > end:
+        raise ConfigError(f"--steps {config.steps} runs past the end of the learning-rate decay (step "
+                          f"{end} = --warmup-steps + --lr-decay-steps), where the rate is 0; lengthen "
+                          f"--lr-decay-steps to {config.steps - config.warmup_steps} or shorten --steps")
     if config.init_from:
         initial_weights(config)  # refused now, before any framework starts, if it does not fit
     return config
