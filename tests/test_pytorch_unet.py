@@ -93,15 +93,54 @@ def test_default_config_size_and_naming():
     assert list(shapes)[-2:] == ["final_conv.weight", "final_conv.bias"]
 
 
-@pytest.mark.parametrize("name", ["gray28_122", "gray16_12_selfcond"])
-def test_forward_flops_equal_torch_flop_counter(name):
+def _counted_flops(unet: Unet, cfg: UnetConfig) -> int:
     from torch.utils.flop_counter import FlopCounterMode
-    cfg = CONFIGS[name]
-    unet = make_unet(cfg)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         unet(images(cfg, 3), torch.full((3,), 5.0))
-    assert forward_flops(cfg, 3) == counter.get_total_flops() > 0
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", ["gray28_122", "gray16_12_selfcond"])
+def test_forward_flops_equal_torch_flop_counter(name, monkeypatch):
+    from backends.pytorch.blocks import LinearAttention, _AttentionBase
+    cfg = CONFIGS[name]
+    unet = make_unet(cfg)
+    regrouped = _counted_flops(unet, cfg)
+    # forward_flops counts the textbook network: linear attention in the order of `attend`
+    monkeypatch.setattr(LinearAttention, "forward", _AttentionBase.forward)
+    assert forward_flops(cfg, 3) == _counted_flops(unet, cfg) > 0
     assert forward_flops(cfg, 6) == 2 * forward_flops(cfg, 3)
+    assert 0 < regrouped < forward_flops(cfg, 3)  # the regrouped linear attention does less
+
+
+@pytest.mark.parametrize("width, heads, dim_head, size", [(16, 4, 16, 28), (32, 4, 16, 14), (8, 2, 8, 5),
+                                                          (6, 1, 4, 3)])
+def test_regrouped_linear_attention_equals_the_textbook_order(width, heads, dim_head, size):
+    from backends.pytorch.blocks import LinearAttention, _AttentionBase
+    torch.manual_seed(width + size)
+    attn = LinearAttention(width, heads, dim_head, groups=2).double().eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0.0, 0.5)  # norm and bias too, not their identity initialisation
+        x = torch.randn(3, width, size, size, dtype=torch.float64)
+        textbook = _AttentionBase.forward(attn, x)
+        assert torch.allclose(attn(x), textbook, rtol=0, atol=1e-12 * textbook.abs().max().item())
+        attn32, x32 = attn.float(), x.float()
+        assert (attn32(x32) - textbook).abs().max() < 1e-5 * textbook.abs().max()
+
+
+def test_folded_film_equals_norm_then_scale_and_shift():
+    from backends.pytorch.blocks import ResnetBlock
+    torch.manual_seed(3)
+    block = ResnetBlock(8, 12, time_dim=10, groups=4).double().eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0.0, 0.5)
+        x, emb = torch.randn(2, 8, 6, 6, dtype=torch.float64), torch.randn(2, 10, dtype=torch.float64)
+        scale, shift = block.time_proj(torch.nn.functional.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = block.conv1(torch.nn.functional.silu(block.norm1(x) * (scale + 1) + shift))
+        h = block.conv2(torch.nn.functional.silu(block.norm2(h)))
+        assert torch.allclose(block(x, emb), h + block.skip(x), rtol=0, atol=1e-12)
 
 
 def test_state_round_trip_through_numpy_is_exact():

@@ -150,6 +150,23 @@ class LinearAttention(AttentionBase):
         context = ops.matmul(k, v.swapaxes(-1, -2))        # (B, h, d_k, d_v)
         return ops.matmul(context.swapaxes(-1, -2), q)     # (B, h, d_v, n)
 
+    def construct(self, x):
+        # The regrouping of the PyTorch LinearAttention.forward (its docstring has the algebra):
+        # v and the heads' output are never formed at full resolution.
+        channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+        heads, d = self.heads, self.dim_head
+        hidden, n = heads * d, height * width
+        xn = self.norm(x).reshape(-1, channels, n)
+        w_q, w_k, w_v = ops.split(self.to_qkv.weight.reshape(3 * hidden, channels), hidden, axis=0)
+        q = ops.softmax(ops.matmul(w_q, xn).reshape(-1, heads, d, n), axis=2)
+        k = ops.softmax(ops.matmul(w_k, xn), axis=-1)                           # (b, h d, n)
+        kx = ops.matmul(k, xn.swapaxes(1, 2)).reshape(-1, heads, d, channels)   # K x^T
+        context = ops.matmul(kx, w_v.reshape(heads, d, channels).swapaxes(1, 2))
+        w_out = self.to_out.weight.reshape(channels, heads, d).swapaxes(0, 1)   # (h, c, d_v)
+        mix = ops.matmul(w_out, context.swapaxes(-1, -2)).swapaxes(1, 2).reshape(-1, channels, hidden)
+        out = ops.matmul(mix, q.reshape(-1, hidden, n)).reshape(-1, channels, height, width)
+        return x + out + self.to_out.bias.reshape(1, channels, 1, 1)
+
 
 class Downsample(nn.Conv2d):
     """conv3x3 stride 2; a Conv2d subclass so that its weights are `...downsample.weight`."""

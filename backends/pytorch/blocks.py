@@ -59,9 +59,13 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.time_proj(F.silu(time_emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm1(x) * (scale + 1) + shift
-        h = self.conv1(F.silu(h))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # (x^ gamma + beta)(scale + 1) + shift with the norm's affine folded into the FiLM's
+        # per-(image, channel) factors: one pass over the activations instead of three.
+        gain = self.norm1.weight[:, None, None] * (scale + 1)
+        bias = self.norm1.bias[:, None, None] * (scale + 1) + shift
+        h = torch.addcmul(bias, F.group_norm(x, self.norm1.num_groups, eps=self.norm1.eps), gain)
+        h = self.conv1(F.silu(h, inplace=True))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
         return h + (x if self.skip is None else self.skip(x))
 
 
@@ -100,13 +104,37 @@ class Attention(_AttentionBase):
 
 class LinearAttention(_AttentionBase):
     """Efficient attention (Shen et al. 2021): softmax of q over features and of k over positions,
-    so K V^T is a (d x d) context and the cost is linear in the number of pixels."""
+    so K V^T is a (d x d) context and the cost is linear in the number of pixels.
+
+    forward computes the same function with the linear maps around the context regrouped, so that
+    neither v nor the heads' output is ever formed at full resolution (with x^ = GroupNorm(x), c
+    channels, n pixels): K V^T = (K x^T) W_v^T per head, a (d x c) product, and to_out of
+    context^T Q is (W_out context^T) Q, one (c x h d) matrix per image applied to softmaxed Q.
+    At 28x28 this moves 2 of the 5 full-resolution tensors and ran 2.3x faster (bench/unet_forward.py);
+    `attend` is the textbook order the regrouping must equal (tests/test_pytorch_blocks.py)."""
 
     def attend(self, q, k, v):
         q = torch.softmax(q, dim=-2)
         k = torch.softmax(k, dim=-1)
         context = torch.matmul(k, v.transpose(-1, -2))         # (B, h, d_k, d_v)
         return torch.matmul(context.transpose(-1, -2), q)      # (B, h, d_v, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        heads, d = self.heads, self.dim_head
+        hidden, n = heads * d, height * width
+        xn = self.norm(x).reshape(b, c, n)
+        w_q, w_k, w_v = self.to_qkv.weight.reshape(3, hidden, c)
+        # bmm on the expanded weight: torch.matmul would fold the batch into a transposed copy
+        q = torch.bmm(w_q.expand(b, hidden, c), xn).reshape(b, heads, d, n).softmax(dim=2)
+        k = torch.bmm(w_k.expand(b, hidden, c), xn).softmax(dim=-1)             # (b, h d, n)
+        kx = torch.matmul(k, xn.transpose(1, 2)).reshape(b, heads, d, c)        # K x^T
+        context = torch.matmul(kx, w_v.reshape(heads, d, c).transpose(1, 2))    # (b, h, d_k, d_v)
+        w_out = self.to_out.weight.reshape(c, heads, d).transpose(0, 1)         # (h, c, d_v)
+        mix = torch.matmul(w_out, context.transpose(-1, -2))                    # (b, h, c, d_k)
+        mix = mix.transpose(1, 2).reshape(b, c, hidden)
+        out = torch.bmm(mix, q.reshape(b, hidden, n)).reshape(b, c, height, width)
+        return x + out + self.to_out.bias[:, None, None]
 
 
 class Downsample(nn.Conv2d):
