@@ -4,6 +4,7 @@ machine's own matmul rate that this is.
     python bench/train_throughput.py                               # default Unet, 28x28, batch 64
     python bench/train_throughput.py --device cuda --batch-size 128 --bf16 --compile
     python bench/train_throughput.py --dim 8 --dim-mults 1,2 --groups 4 --image-size 16 --threads 1
+    python bench/train_throughput.py --threads 1 --lucidrains     # + lucidrains' step, same run
 
 It times the real `Trainer.train_step` (NumPy draws, host-to-device copies, forward, backward,
 clipping, AdamW, EMA) on random images, so what it reports is what a run gets, minus sample grids
@@ -12,6 +13,12 @@ about 3 forward passes (the backward pass computes two products per forward prod
 reference is a large float32 torch.matmul measured in the same process under the same settings
 (TF32 on CUDA, as the trainer enables it; bf16 too when --bf16), so the ratio says how much of the
 machine the Unet uses: small convolutions and GroupNorms are far from matmul speed.
+
+--lucidrains times, in the same process and on the same images, a training step of
+denoising-diffusion-pytorch 2.x as its Trainer runs it (GaussianDiffusion's loss on their Unet of
+the same layout: dim, dim_mults, full attention at the last level, the same heads; backward, grad-norm
+clipping, Adam, their ema_pytorch EMA) and prints our GFLOP/s over theirs, each on its own
+architecture's FLOPs (diffusion_core/architectures), i.e. the time ratio at equal FLOPs.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # foreign_packages: lucidrains' import
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -76,6 +84,7 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--matmul-size", type=int, default=0, help="0: 2048 on CPU, 8192 on GPU")
+    p.add_argument("--lucidrains", action="store_true", help="also time lucidrains' training step")
     args = p.parse_args()
 
     device = distributed.pick_device(args.device)
@@ -120,6 +129,51 @@ def main() -> None:
     if args.bf16:
         ref16 = matmul_gflops(device, torch.bfloat16, n)
         print(f"matmul bf16 {n}^3  {ref16:,.1f} GFLOP/s  ->  training reaches {100 * train_gflops / ref16:.1f}%")
+    if args.lucidrains:
+        theirs = lucidrains_step_gflops(unet, images, args, device)
+        print(f"lucidrains        {theirs:,.1f} GFLOP/s achieved on their Unet of the same layout  ->  "
+              f"ours {train_gflops / theirs:.2f}x theirs at equal FLOPs")
+
+
+def lucidrains_step_gflops(unet: UnetConfig, images: np.ndarray, args, device: torch.device) -> float:
+    """GFLOP/s of denoising-diffusion-pytorch's training step (3 forwards' FLOPs per step, as ours)."""
+    from foreign_packages import lucidrains
+    from ema_pytorch import EMA
+    from diffusion_core.architectures import get_architecture
+    from diffusion_core.architectures.lucidrains_unet import LucidrainsUnetConfig
+    ddp = lucidrains()
+    n = len(unet.dim_mults)
+    kw = dict(dim=unet.dim, dim_mults=unet.dim_mults, channels=unet.channels, full_attn=unet.full_attn,
+              attn_heads=(unet.attn_heads,) * n, attn_dim_head=(unet.attn_dim_head,) * n)
+    torch.manual_seed(0)
+    net = ddp.Unet(**kw).to(device)
+    diffusion = ddp.GaussianDiffusion(net, image_size=unet.image_size, timesteps=1000,
+                                      objective="pred_v", beta_schedule="cosine").to(device)
+    opt = torch.optim.Adam(diffusion.parameters(), lr=3e-4, betas=(0.9, 0.99))
+    ema = EMA(diffusion, beta=0.999, update_every=1).to(device)
+    batches = torch.from_numpy(images).to(device).split(args.batch_size)
+
+    def step(i: int) -> torch.Tensor:
+        loss = diffusion(batches[i % (len(batches) - 1)])  # their loss takes images in [0, 1] ...
+        loss.backward()                                    # ... and rescales; the cost is the same
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        ema.update()
+        return loss
+
+    for i in range(args.warmup):
+        step(i)
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(args.steps):
+        loss = step(i)
+    loss.item()
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    cfg = LucidrainsUnetConfig(image_size=unet.image_size, **kw)
+    flops = get_architecture("lucidrains_unet").forward_flops(cfg, args.batch_size)
+    return 3 * flops * args.steps / elapsed / 1e9
 
 
 if __name__ == "__main__":
