@@ -12,6 +12,12 @@ trace + freeze; torch.compile where it works here. FLOPs come from each architec
 forward_flops (diffusion_core/architectures), so GFLOP/s compare work done, not layer counts.
 Rounds alternate the models so that a busy neighbour slows all of them alike; each figure is the
 median over rounds of the best of 3 calls. The reference is a 1024^3 fp32 matmul in the same run.
+The allocator is tuned first (diffusion_core.allocator, as the toolkit's own processes do), for
+every model alike.
+
+Ours runs two layers in an equal but cheaper form than forward_flops counts (the linear attention
+regrouped, the upsampling as a transposed conv; backends/pytorch/blocks.py), so its GFLOP/s are
+the architecture's FLOPs over the time: a time ratio at equal FLOPs, like the others'.
 """
 from __future__ import annotations
 
@@ -118,6 +124,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    from diffusion_core.allocator import tune_allocator
+    tune_allocator()
     x = torch.randn(args.batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     t = torch.full((args.batch,), 500.0)
     models = variants(args.batch)

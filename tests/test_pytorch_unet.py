@@ -102,12 +102,14 @@ def _counted_flops(unet: Unet, cfg: UnetConfig) -> int:
 
 @pytest.mark.parametrize("name", ["gray28_122", "gray16_12_selfcond"])
 def test_forward_flops_equal_torch_flop_counter(name, monkeypatch):
-    from backends.pytorch.blocks import LinearAttention, _AttentionBase
+    from backends.pytorch.blocks import LinearAttention, Upsample, _AttentionBase
     cfg = CONFIGS[name]
     unet = make_unet(cfg)
     regrouped = _counted_flops(unet, cfg)
-    # forward_flops counts the textbook network: linear attention in the order of `attend`
+    # forward_flops counts the textbook network: linear attention in the order of `attend`,
+    # upsampling as nearest x2 then a 3x3 conv
     monkeypatch.setattr(LinearAttention, "forward", _AttentionBase.forward)
+    monkeypatch.setattr(Upsample, "forward", Upsample.forward_textbook)
     assert forward_flops(cfg, 3) == _counted_flops(unet, cfg) > 0
     assert forward_flops(cfg, 6) == 2 * forward_flops(cfg, 3)
     assert 0 < regrouped < forward_flops(cfg, 3)  # the regrouped linear attention does less
@@ -127,6 +129,18 @@ def test_regrouped_linear_attention_equals_the_textbook_order(width, heads, dim_
         assert torch.allclose(attn(x), textbook, rtol=0, atol=1e-12 * textbook.abs().max().item())
         attn32, x32 = attn.float(), x.float()
         assert (attn32(x32) - textbook).abs().max() < 1e-5 * textbook.abs().max()
+
+
+@pytest.mark.parametrize("width, size", [(8, 7), (3, 1), (5, 4)])
+def test_transposed_conv_upsample_equals_nearest_then_conv(width, size):
+    from backends.pytorch.blocks import Upsample
+    torch.manual_seed(width)
+    up = Upsample(width).double().eval()
+    x = torch.randn(2, width, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        textbook = up.forward_textbook(x)
+        assert up(x).shape == textbook.shape == (2, width, 2 * size, 2 * size)
+        assert torch.allclose(up(x), textbook, rtol=0, atol=1e-12)
 
 
 def test_folded_film_equals_norm_then_scale_and_shift():
