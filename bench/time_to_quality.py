@@ -74,6 +74,9 @@ def ours(backends: list[str], threads: int, repeats: int) -> list[dict]:
                 if backend == "mindspore":
                     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
                 model = load_model(backend, checkpoint, precision=precision)
+                # load_model applies the thread rule (one core left free) when the count in force
+                # is torch's default, which --threads 2 on 2 cores is: ask again for what we time
+                torch.set_num_threads(threads)
             for sampler, steps, spacing in SETTINGS:
                 if spacing == "optimized" and steps not in checkpoint.config.fitted_timesteps.get(sampler, {}):
                     continue
