@@ -156,9 +156,10 @@ class Upsample(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The same map without the upsampled tensor: a 3x3 conv of a nearest-x2 image is a
         # stride-2 transposed conv of the image whose 4x4 kernel sums the 3x3 taps that land on the
-        # same source pixel, per axis T = A w with A below (16 products per source pixel and
-        # channel pair instead of 36; 2x faster here). Output pixel 2i reads source rows i-1
-        # (tap 0) and i (taps 1 + 2), pixel 2i+1 rows i (taps 0 + 1) and i+1 (tap 2).
+        # same source pixel, axis by axis (_sum_taps; 16 products per source pixel and channel pair
+        # instead of 36; 2x faster here). Output pixel 2i reads source rows i-1 (tap 0) and i
+        # (taps 1 + 2), pixel 2i+1 rows i (taps 0 + 1) and i+1 (tap 2). It is exactly the nearest +
+        # conv map, so it keeps its freedom from checkerboards; only the rounding differs.
         kernel = _sum_taps(_sum_taps(self.weight, 2), 3)                 # (out, in, 4, 4)
         return F.conv_transpose2d(x, kernel.transpose(0, 1), self.bias, stride=2, padding=1)
 
