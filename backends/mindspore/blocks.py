@@ -157,15 +157,18 @@ class LinearAttention(AttentionBase):
         heads, d = self.heads, self.dim_head
         hidden, n = heads * d, height * width
         xn = self.norm(x).reshape(-1, channels, n)
-        w_q, w_k, w_v = ops.split(self.to_qkv.weight.reshape(3 * hidden, channels), hidden, axis=0)
+        # the weights in the dtype of the activations: float16 training casts cells, not raw weights
+        dtype = xn.dtype
+        w_q, w_k, w_v = ops.split(self.to_qkv.weight.astype(dtype).reshape(3 * hidden, channels), hidden,
+                                  axis=0)
         q = ops.softmax(ops.matmul(w_q, xn).reshape(-1, heads, d, n), axis=2)
         k = ops.softmax(ops.matmul(w_k, xn), axis=-1)                           # (b, h d, n)
         kx = ops.matmul(k, xn.swapaxes(1, 2)).reshape(-1, heads, d, channels)   # K x^T
         context = ops.matmul(kx, w_v.reshape(heads, d, channels).swapaxes(1, 2))
-        w_out = self.to_out.weight.reshape(channels, heads, d).swapaxes(0, 1)   # (h, c, d_v)
+        w_out = self.to_out.weight.astype(dtype).reshape(channels, heads, d).swapaxes(0, 1)  # (h, c, d_v)
         mix = ops.matmul(w_out, context.swapaxes(-1, -2)).swapaxes(1, 2).reshape(-1, channels, hidden)
         out = ops.matmul(mix, q.reshape(-1, hidden, n)).reshape(-1, channels, height, width)
-        return x + out + self.to_out.bias.reshape(1, channels, 1, 1)
+        return x + out + self.to_out.bias.astype(dtype).reshape(1, channels, 1, 1)
 
 
 class Downsample(nn.Conv2d):
