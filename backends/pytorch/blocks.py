@@ -112,7 +112,7 @@ class LinearAttention(_AttentionBase):
     channels, n pixels): K V^T = (K x^T) W_v^T per head, a (d x c) product, and to_out of
     context^T Q is (W_out context^T) Q, one (c x h d) matrix per image applied to softmaxed Q.
     At 28x28 this moves 2 of the 5 full-resolution tensors and ran 2.3x faster (bench/unet_forward.py);
-    `attend` is the textbook order the regrouping must equal (tests/test_pytorch_blocks.py)."""
+    `attend` is the textbook order the regrouping must equal (tests/test_pytorch_unet.py)."""
 
     def attend(self, q, k, v):
         q = torch.softmax(q, dim=-2)

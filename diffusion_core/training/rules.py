@@ -14,7 +14,8 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     """Linear warm-up over warmup_steps (step counts from 0), then constant (lr_decay "none") or
     falling to 0 over lr_decay_steps: linearly, or along half a cosine (Loshchilov & Hutter 2017,
     without restarts). A short decay at the end of a constant-rate run is the "decay phase" of
-    warmup-stable-decay schedules (Hu et al. 2024), which is how the default model's last steps ran."""
+    warmup-stable-decay schedules (Hu et al. 2024); bench/results/null_class.md records one tried
+    on the default model (not shipped)."""
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_decay == "none":
