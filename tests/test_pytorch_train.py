@@ -191,3 +191,36 @@ def test_two_processes_under_torchrun(tmp_path):
     notes = json.loads((out / "model" / "config.json").read_text())["notes"]
     assert notes["global_batch"] == 16 and notes["training_command"].startswith("torchrun")
     assert "--steps 3" in notes["training_command"] and "--resume" in notes["resumed_with"][0]
+
+
+def test_init_from_an_unconditional_checkpoint_starts_every_class_at_it(trained, tmp_path, capsys):
+    """--class-conditional --init-from an unconditional model: its weights plus a zero class table,
+    so each class (the null one too) predicts what the unconditional model does at step 0."""
+    from backends import build_network
+    from backends.pytorch.model import load_state_from_numpy
+    from diffusion_core.checkpoint import load_checkpoint
+    start = load_checkpoint(trained / "model").weights
+    out = tmp_path / "conditional"
+    assert main(TINY + ["--steps", "1", "--lr", "1e-9", "--ema-decay", "0.5", "--ema-warmup", "0",
+                        "--class-conditional", "--sample-every", "0", "--init-from", str(trained / "model"),
+                        "--out", str(out)]) == 0
+    tuned = load_checkpoint(out / "model")
+    assert tuned.config.network.num_classes == 10
+    table = tuned.weights["class_embedding.weight"]
+    assert table.shape[0] == 11 and np.abs(table).max() < 1e-6
+    assert all(np.allclose(tuned.weights[n], start[n], atol=1e-6) for n in start)
+    nets = []
+    for checkpoint in (load_checkpoint(trained / "model"), tuned):
+        nets.append(build_network("pytorch", checkpoint.config.network).eval())
+        load_state_from_numpy(nets[-1], checkpoint.weights)
+    unconditional, conditional = nets
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 200, 500, 900])
+    with torch.no_grad():
+        want = unconditional(x, t)
+        outs = [conditional(x, t, labels) for labels in (torch.tensor([0, 3, 9, 10]), torch.full((4,), 10))]
+    for pred in outs:
+        assert torch.allclose(pred, want, atol=1e-5)
+    # the other way round drops a trained table: refused
+    assert main(TINY + ["--steps", "1", "--init-from", str(out / "model"), "--out", str(tmp_path / "back")]) == 2
+    assert "differs from the flags'" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from ..architectures import UnetConfig
 from ..config import DiffusionConfig, ModelConfig
 from ..parsing import ConfigError, parse_dataclass
@@ -138,7 +140,8 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
                    "its last checkpoint left off (same flags required)")
     g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from the weights of this checkpoint folder (its network config must match "
-                        "the flags) instead of a random initialisation: fine-tuning")
+                        "the flags, or be the same network without classes: the class table then "
+                        "starts at zero) instead of a random initialisation: fine-tuning")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the initial weights and every NumPy generator (data order, draws)")
     g.add_argument("--device", default=d.device)
@@ -265,12 +268,34 @@ def initial_weights(config: TrainConfig) -> dict:
         source = load_checkpoint(config.init_from)
     except CheckpointError as e:
         raise ConfigError(f"--init-from: {e}") from None
-    if source.config.network != config.model.network:
-        theirs = source.config.architecture.summary(source.config.network)
-        ours = config.model.architecture.summary(config.model.network)
-        raise ConfigError(f"--init-from {config.init_from}: its network ({theirs}) differs from the flags' "
-                          f"({ours}); use the flags it was trained with")
-    return source.weights
+    ours = config.model.network
+    if source.config.network == ours:
+        return source.weights
+    if _adds_classes(source.config.network, ours):
+        return _with_zero_class_table(source.weights, config)
+    theirs = source.config.architecture.summary(source.config.network)
+    raise ConfigError(f"--init-from {config.init_from}: its network ({theirs}) differs from the flags' "
+                      f"({config.model.architecture.summary(ours)}); use the flags it was trained with")
+
+
+def _adds_classes(theirs, ours) -> bool:
+    """True when `ours` is `theirs` plus a class embedding: an unconditional network made conditional."""
+    return (type(theirs) is type(ours) and getattr(theirs, "num_classes", None) == 0
+            and getattr(ours, "num_classes", 0) > 0
+            and dataclasses.replace(ours, num_classes=0) == theirs)
+
+
+def _with_zero_class_table(weights: dict, config: TrainConfig) -> dict:
+    """The unconditional weights plus a class table of zeros. The table is added to the time
+    embedding, so at step 0 every class, the null one included, is exactly the unconditional model;
+    training then moves the rows apart (new conditioning paths start at zero, as adaLN-Zero in
+    Peebles & Xie 2023 and ControlNet's zero convolutions do)."""
+    shapes = config.model.architecture.parameter_shapes(config.model.network)
+    missing = {name: shape for name, shape in shapes.items() if name not in weights}
+    out = dict(weights)
+    for name, shape in missing.items():
+        out[name] = np.zeros(shape, np.float32)
+    return out
 
 
 def load_run_config(out: str | Path) -> TrainConfig:
