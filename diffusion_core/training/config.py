@@ -140,8 +140,8 @@ def build_parser(prog: str, description: str, help_overrides: Optional[dict[str,
                    "its last checkpoint left off (same flags required)")
     g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from the weights of this checkpoint folder (its network config must match "
-                        "the flags, or be the same network without classes: the class table then "
-                        "starts at zero) instead of a random initialisation: fine-tuning")
+                        "the flags, or be the same network without classes: the null class then "
+                        "starts as that model) instead of a random initialisation: fine-tuning")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the initial weights and every NumPy generator (data order, draws)")
     g.add_argument("--device", default=d.device)
@@ -272,7 +272,7 @@ def initial_weights(config: TrainConfig) -> dict:
     if source.config.network == ours:
         return source.weights
     if _adds_classes(source.config.network, ours):
-        return _with_zero_class_table(source.weights, config)
+        return _with_new_class_table(source.weights, config)
     theirs = source.config.architecture.summary(source.config.network)
     raise ConfigError(f"--init-from {config.init_from}: its network ({theirs}) differs from the flags' "
                       f"({config.model.architecture.summary(ours)}); use the flags it was trained with")
@@ -285,16 +285,21 @@ def _adds_classes(theirs, ours) -> bool:
             and dataclasses.replace(ours, num_classes=0) == theirs)
 
 
-def _with_zero_class_table(weights: dict, config: TrainConfig) -> dict:
-    """The unconditional weights plus a class table of zeros. The table is added to the time
-    embedding, so at step 0 every class, the null one included, is exactly the unconditional model;
-    training then moves the rows apart (new conditioning paths start at zero, as adaLN-Zero in
-    Peebles & Xie 2023 and ControlNet's zero convolutions do)."""
+def _with_new_class_table(weights: dict, config: TrainConfig) -> dict:
+    """The unconditional weights plus a class table whose null row (the last) is zero and whose class
+    rows are N(0, 1), nn.Embedding's start, drawn from NumPy with the run's seed so that both
+    trainers begin alike. The table is added to the time embedding, so the null class is exactly the
+    unconditional model at step 0. The class rows must not start at zero: Adam moves a row about lr
+    per step, and a zero table measured 0.004 per entry after 1,000 steps at 3e-4 (guided samples at
+    chance), against the O(1) the time embedding works at."""
     shapes = config.model.architecture.parameter_shapes(config.model.network)
-    missing = {name: shape for name, shape in shapes.items() if name not in weights}
+    rng = np.random.default_rng(config.seed)
     out = dict(weights)
-    for name, shape in missing.items():
-        out[name] = np.zeros(shape, np.float32)
+    for name, shape in shapes.items():
+        if name not in weights:  # the class table, (num_classes + 1, time_dim)
+            table = rng.standard_normal(shape).astype(np.float32)
+            table[-1] = 0.0
+            out[name] = table
     return out
 
 
