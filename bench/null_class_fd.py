@@ -40,9 +40,9 @@ def main() -> None:
         for spacing in args.spacing:
             start = time.perf_counter()
             images = generate(model, "dpmpp_2m", 20, args.samples, 100, args.seed, spacing=spacing)
-            row = {"model": path, "spacing": spacing, **measure(classifier, images, reference),
+            row = {"model": path, "spacing": spacing, "seed": args.seed, **measure(classifier, images, reference),
                    "seconds": round(time.perf_counter() - start, 1)}
-            print(f"{path}  {spacing:9s}  FD {row['fd']:.2f}  KID {row['kid']:.3f}", flush=True)
+            print(f"{path}  {spacing:9s}  seed {args.seed}  FD {row['fd']:.2f}  KID {row['kid']:.3f}", flush=True)
             rows.append(row)
     if args.json:
         write_atomically(args.json, json.dumps({"cpu": cpu_flags(), "rows": rows}, indent=1).encode())
