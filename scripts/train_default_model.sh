@@ -17,8 +17,8 @@
 # constant, so a checkpoint at step N is the same as a run of --steps N) it drew 5.57 at 10,500
 # steps and 5.63 at 11,500; a learning-rate decay phase after that and a mean of checkpoints did
 # not beat 5.06 either (null_class.md), so the 9,500-step weights stay shipped. Nor did fine-tuning
-# the 0.2.0 unconditional model into a conditional one (--init-from, null row at zero): 6.00 after
-# 2,000 steps, the classes still being learned.
+# the 0.2.0 unconditional model into a conditional one (--init-from, null row at zero): 5.95 after
+# 3,000 steps, the classes still being learned.
 # STEPS overrides the step count; extra flags are passed on (e.g. --device cuda, --resume).
 # BF16=auto (default) keeps --bf16 where the CPU has bf16 instructions (avx512_bf16 or amx_bf16)
 # and drops it elsewhere: emulated bf16 took 13 s a step on an AVX2-only EPYC, fp32 1.7 s. The
