@@ -200,7 +200,8 @@ def test_init_from_an_unconditional_checkpoint_starts_every_class_at_it(trained,
     from backends import build_network
     from backends.pytorch.model import load_state_from_numpy
     from diffusion_core.checkpoint import load_checkpoint
-    start = load_checkpoint(trained / "model").weights
+    source = load_checkpoint(trained / "model")
+    start = source.weights
     out = tmp_path / "conditional"
     assert main(TINY + ["--steps", "1", "--lr", "1e-9", "--ema-decay", "0.5", "--ema-warmup", "0",
                         "--class-conditional", "--sample-every", "0", "--init-from", str(trained / "model"),
@@ -212,7 +213,7 @@ def test_init_from_an_unconditional_checkpoint_starts_every_class_at_it(trained,
     assert 0.5 < table[:10].std() < 2.0
     assert all(np.allclose(tuned.weights[n], start[n], atol=1e-6) for n in start)
     nets = []
-    for checkpoint in (load_checkpoint(trained / "model"), tuned):
+    for checkpoint in (source, tuned):
         nets.append(build_network("pytorch", checkpoint.config.network).eval())
         load_state_from_numpy(nets[-1], checkpoint.weights)
     unconditional, conditional = nets

@@ -280,8 +280,8 @@ def initial_weights(config: TrainConfig) -> dict:
 
 def _adds_classes(theirs, ours) -> bool:
     """True when `ours` is `theirs` plus a class embedding: an unconditional network made conditional."""
-    return (type(theirs) is type(ours) and getattr(theirs, "num_classes", None) == 0
-            and getattr(ours, "num_classes", 0) > 0
+    # dataclass equality compares the classes too; the getattr guards architectures without classes
+    return (getattr(theirs, "num_classes", None) == 0 and getattr(ours, "num_classes", 0) > 0
             and dataclasses.replace(ours, num_classes=0) == theirs)
 
 
